@@ -1,0 +1,67 @@
+# acns-operator — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: venv
+venv: $(STAMP) ## Create the virtualenv with the package and its dev tools
+
+.PHONY: deps
+deps: ## Install the Debian packages the tests need (dnsmasq, dig, nftables, dnsperf, ...)
+	@bash hack/install-deps.sh
+
+.PHONY: envtest
+envtest: ## Build or find kube-apiserver, etcd, kubectl, helm; prints the assets folder last
+	@bash hack/envtest-assets.sh
+
+.PHONY: test
+test: venv deps ## Run the whole suite: unit, real control plane, network namespaces
+	KUBEBUILDER_ASSETS="$$(bash hack/envtest-assets.sh | tail -1)" \
+	  $(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: venv ## Run the fast unit tests only (no root, no control plane; < 1 min)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: venv ## ruff, mypy --strict and import-linter
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+.PHONY: fmt
+fmt: venv ## Format the code
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+.PHONY: crds
+crds: venv ## Regenerate crds/*.yaml from the pydantic models
+	$(BIN)/acns crds --output-dir crds
+
+.PHONY: bench
+bench: venv ## Run the benchmarks; results in docs/benchmarks.md and docs/benchmarks.json
+	$(BIN)/python -m benchmarks
+
+.PHONY: demo
+demo: venv deps ## Run the end-to-end demo
+	$(BIN)/acns demo
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches (not the control-plane build cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

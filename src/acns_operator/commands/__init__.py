@@ -1,0 +1,1 @@
+"""One module per ``acns`` subcommand: thin click wrappers over the library."""
