@@ -11,6 +11,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.fixtures_controlplane", "tests.fixtures_netns"]
+
 _unexpected_skips: list[str] = []
 
 

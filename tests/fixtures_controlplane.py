@@ -1,0 +1,1 @@
+"""pytest fixtures for the real kube-apiserver + etcd (see acns_operator.local)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for network-namespace test hosts (see acns_operator.local)."""
