@@ -65,3 +65,7 @@ demo: venv deps ## Run the end-to-end demo
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (not the control-plane build cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: proto
+proto: venv ## Regenerate the gRPC stubs from src/acns_operator/proto/fqdndata.proto
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --grpc_python_out=src --pyi_out=src src/acns_operator/proto/fqdndata.proto
