@@ -7,6 +7,8 @@ passes it down explicitly. Nothing reads settings at import time.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,4 +48,158 @@ class PolicySettings(BaseSettings):
             "Accept the leading '**.' multi-label wildcard (Cilium >= 1.19) with a warning. "
             "When false it is blocked, for clusters on older Cilium where '**.' means '*.'."
         ),
+    )
+
+
+class AgentSettings(BaseSettings):
+    """The node agent (``acns agent``): endpoints, policy-map store, enforcement.
+
+    Every FQDN knob defaults to upstream Cilium's value
+    (``reference/cilium-semantics.md`` §3.1, §3.4, §3.5).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ACNS_AGENT_", extra="forbid")
+
+    node_name: str = Field(
+        default="",
+        description="Name of the node this agent serves (spec.nodeName of its local pods).",
+    )
+    kubeconfig: str | None = Field(
+        default=None,
+        description=(
+            "Path of a kubeconfig. Unset: the in-cluster service-account token, or "
+            "$KUBECONFIG when the agent does not run in a pod."
+        ),
+    )
+    backend: Literal["nftables", "memory"] = Field(
+        default="nftables",
+        description=(
+            "Enforcement backend: 'nftables' filters in the kernel (needs NET_ADMIN); "
+            "'memory' keeps the same state in process only (no enforcement)."
+        ),
+    )
+    netns: str | None = Field(
+        default=None,
+        description=(
+            "Named network namespace (/run/netns/NAME) whose nftables, routes and "
+            "conntrack the agent manages. Unset: the agent's own namespace (the host "
+            "network of a DaemonSet pod)."
+        ),
+    )
+    nft_table: str = Field(
+        default="acns_agent",
+        description="The one nftables table (family inet) owned by the agent.",
+    )
+    tproxy_mark: int = Field(
+        default=0x200,
+        description=(
+            "Firewall mark set on DNS packets redirected to the proxy with TPROXY "
+            "(Cilium's MARK_MAGIC_TO_PROXY); `ip rule fwmark MARK/MASK lookup TABLE`."
+        ),
+    )
+    tproxy_mark_mask: int = Field(
+        default=0xF00,
+        description="Mask applied to the firewall mark in the policy-routing rule.",
+    )
+    tproxy_route_table: int = Field(
+        default=2004,
+        description=(
+            "Routing table holding `local 0.0.0.0/0 dev lo`, so marked packets are "
+            "delivered to the proxy's transparent socket (Cilium's table 2004)."
+        ),
+    )
+    tproxy_rule_priority: int = Field(
+        default=9,
+        description="Priority of the fwmark policy-routing rule (before the main table).",
+    )
+    proxy_port: int = Field(
+        default=10094,
+        description="Port of the DNS proxy on the node that DNS is redirected to (UDP and TCP).",
+    )
+    proxy_address: str = Field(
+        default="",
+        description=(
+            "Address the TPROXY redirect delivers to; empty means the address of the "
+            "interface the packet came in on (the proxy listens on the wildcard address)."
+        ),
+    )
+    deny_action: Literal["drop", "reject"] = Field(
+        default="drop",
+        description="What happens to denied egress packets: 'drop' (like Cilium) or 'reject'.",
+    )
+    grpc_socket: str = Field(
+        default="/var/run/acns/agent.sock",
+        description="Unix socket on which the agent serves the FQDNData gRPC service.",
+    )
+    grpc_tcp_port: int | None = Field(
+        default=None,
+        description="Also serve FQDNData on 127.0.0.1:PORT (Cilium's SDP uses 10095).",
+    )
+    snapshot_min_interval: float = Field(
+        default=1.0,
+        description="Minimum seconds between two DNS-rule snapshots pushed to the proxy.",
+    )
+    state_dir: str = Field(
+        default="/var/lib/acns/agent",
+        description=(
+            "Where the policy-map store is persisted (state.json written atomically, "
+            "plus an append-only journal of mappings since the last snapshot)."
+        ),
+    )
+    state_compact_interval: float = Field(
+        default=30.0,
+        description="Seconds between rewrites of state.json (the journal covers the gap).",
+    )
+    min_ttl: int = Field(
+        default=0,
+        description="tofqdns-min-ttl: lower bound in seconds on the TTL of learned IPs.",
+    )
+    max_ips_per_hostname: int = Field(
+        default=1000,
+        description=(
+            "tofqdns-endpoint-max-ip-per-hostname: IPs kept per name per endpoint; on GC "
+            "the soonest-expiring are evicted (and become zombies)."
+        ),
+    )
+    max_deferred_connection_deletes: int = Field(
+        default=10000,
+        ge=0,
+        description=(
+            "tofqdns-max-deferred-connection-deletes: alive zombies kept per endpoint; "
+            "0 disables zombies."
+        ),
+    )
+    idle_connection_grace_period: float = Field(
+        default=0.0,
+        description=(
+            "tofqdns-idle-connection-grace-period: seconds an expired IP stays allowed "
+            "after its last connection went idle."
+        ),
+    )
+    gc_interval: float = Field(
+        default=60.0,
+        description="Seconds between DNS garbage collections (Cilium: 1 min).",
+    )
+    zombie_ttl: int = Field(
+        default=120,
+        description="TTL in seconds with which alive zombies are put back in the cache.",
+    )
+    conntrack: Literal["auto", "proc", "tool", "none"] = Field(
+        default="auto",
+        description=(
+            "How zombie liveness is read: /proc/net/nf_conntrack ('proc'), the "
+            "`conntrack -L` tool ('tool'), whichever works ('auto'), or not at all."
+        ),
+    )
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the local inspection API and /metrics.",
+    )
+    http_port: int = Field(
+        default=9962,
+        description="Port of the local inspection API and /metrics (Cilium agent's 9962).",
+    )
+    kube_backoff_max: float = Field(
+        default=30.0,
+        description="Longest wait in seconds between reconnects of a failed watch.",
     )
