@@ -203,3 +203,213 @@ class AgentSettings(BaseSettings):
         default=30.0,
         description="Longest wait in seconds between reconnects of a failed watch.",
     )
+
+
+class OperatorSettings(BaseSettings):
+    """How ``acns operator`` connects, serves its admission webhook, elects a leader
+    and writes policy status.
+
+    Built once (from the environment, prefix ``ACNS_OPERATOR_``, then command-line
+    options) and passed down explicitly; the kopf settings are derived from it.
+    Durations are in seconds.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ACNS_OPERATOR_", extra="forbid")
+
+    kubeconfig: str | None = Field(
+        default=None,
+        description=(
+            "Kubeconfig file to connect with. Unset: the in-cluster service account when "
+            "running in a pod, else $KUBECONFIG or ~/.kube/config."
+        ),
+    )
+    context: str | None = Field(
+        default=None,
+        description="Kubeconfig context to use (default: the file's current-context).",
+    )
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Namespaces whose CiliumNetworkPolicies are watched and admitted; empty means "
+            "all. CiliumClusterwideNetworkPolicies are cluster-scoped and always watched."
+        ),
+    )
+    operator_namespace: str = Field(
+        default="acns-system",
+        description=(
+            "Namespace holding the operator's own objects: the leader-election Lease and "
+            "the webhook TLS Secret."
+        ),
+    )
+    identity: str | None = Field(
+        default=None,
+        description=(
+            "This replica's identity in the leader-election Lease (default: host name "
+            "plus a random suffix)."
+        ),
+    )
+    webhook_enabled: bool = Field(
+        default=True,
+        description="Serve the validating admission webhook.",
+    )
+    webhook_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - a pod must accept the API server's connections
+        description=(
+            "Address the webhook listens on. When neither webhook_url nor "
+            "webhook_service_name is set it is also the host registered in the "
+            "ValidatingWebhookConfiguration (so it must then be a reachable address)."
+        ),
+    )
+    webhook_port: int = Field(
+        default=9443,
+        ge=1,
+        le=65535,
+        description="TCP port the webhook listens on (HTTPS).",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        description=(
+            "URL registered for the API server to call (e.g. https://127.0.0.1:9443) "
+            "when it differs from https://webhook_host:webhook_port."
+        ),
+    )
+    webhook_service_name: str | None = Field(
+        default=None,
+        description=(
+            "In-cluster: register the webhook as this Service in operator_namespace "
+            "instead of a URL (what the Helm chart does)."
+        ),
+    )
+    webhook_service_port: int = Field(
+        default=443,
+        ge=1,
+        le=65535,
+        description="Port of webhook_service_name.",
+    )
+    webhook_register: bool = Field(
+        default=True,
+        description=(
+            "Create or update the ValidatingWebhookConfiguration at start-up and whenever "
+            "the CA changes. Turn off when it is managed elsewhere."
+        ),
+    )
+    webhook_unregister_on_exit: bool = Field(
+        default=False,
+        description=(
+            "Delete the ValidatingWebhookConfiguration on exit. Off by default: with two "
+            "replicas one stopping must not switch admission off for the other. Useful "
+            "for local runs."
+        ),
+    )
+    webhook_configuration_name: str = Field(
+        default="acns-operator",
+        description="Name of the ValidatingWebhookConfiguration the operator manages.",
+    )
+    failure_policy: Literal["Fail", "Ignore"] = Field(
+        default="Fail",
+        description=(
+            "What the API server does when the webhook cannot be reached: 'Fail' rejects "
+            "the write (blocked policies never get in), 'Ignore' admits it (status and "
+            "Events still flag it)."
+        ),
+    )
+    webhook_timeout: int = Field(
+        default=10,
+        ge=1,
+        le=30,
+        description="timeoutSeconds of the webhook (the API server allows 1-30).",
+    )
+    tls_source: Literal["generate", "secret"] = Field(
+        default="generate",
+        description=(
+            "'generate': the operator keeps its own CA and serving certificate in "
+            "tls_secret_name, shared by all replicas and renewed before expiry. 'secret': "
+            "read tls.crt, tls.key and ca.crt from tls_secret_name (e.g. written by "
+            "cert-manager) and never write it."
+        ),
+    )
+    tls_secret_name: str = Field(
+        default="acns-operator-webhook-tls",
+        description="Secret in operator_namespace holding the webhook's TLS material.",
+    )
+    tls_certificate_validity: float = Field(
+        default=365 * 86400.0,
+        gt=0,
+        description="Lifetime of a generated serving certificate.",
+    )
+    tls_ca_validity: float = Field(
+        default=10 * 365 * 86400.0,
+        gt=0,
+        description="Lifetime of a generated CA.",
+    )
+    tls_renew_before: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description=(
+            "Generated certificates (and the CA) are replaced this long before they "
+            "expire; the previous CA stays in the caBundle until it expires."
+        ),
+    )
+    tls_check_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the TLS Secret is re-read (rotation, cert-manager renewals).",
+    )
+    health_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - kubelet probes and Prometheus scrape the pod IP
+        description="Address of the plain-HTTP /healthz, /readyz and /metrics server.",
+    )
+    health_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Port of /healthz, /readyz and /metrics (0: pick a free port).",
+    )
+    leader_election: bool = Field(
+        default=True,
+        description=(
+            "Elect one status writer through a coordination.k8s.io Lease; off means this "
+            "replica always writes (single-replica and local runs)."
+        ),
+    )
+    lease_name: str = Field(
+        default="acns-operator",
+        description="Name of the leader-election Lease in operator_namespace.",
+    )
+    lease_duration: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a Lease holds without renewal before others may take it.",
+    )
+    lease_renew_deadline: float = Field(
+        default=10.0,
+        gt=0,
+        description="The leader steps down if it could not renew for this long.",
+    )
+    lease_retry_period: float = Field(
+        default=2.0,
+        gt=0,
+        description="Interval between attempts to acquire or renew the Lease.",
+    )
+    reconcile_backoff: float = Field(
+        default=1.0,
+        gt=0,
+        description="First delay before retrying a failed status write; doubles each time.",
+    )
+    reconcile_backoff_max: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest delay between retries of a failed status write.",
+    )
+    event_component: str = Field(
+        default="acns-operator",
+        description="source.component / reportingController of the Events it posts.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Log level of the operator and of kopf.",
+    )
+    policy: PolicySettings = Field(
+        default_factory=PolicySettings,
+        description="How policies are judged; the same settings the agents use.",
+    )
