@@ -413,3 +413,146 @@ class OperatorSettings(BaseSettings):
         default_factory=PolicySettings,
         description="How policies are judged; the same settings the agents use.",
     )
+
+
+class DnsProxySettings(BaseSettings):
+    """The DNS proxy (``acns dnsproxy``): listeners, upstreams, agent link, metrics.
+
+    FQDN knobs default to upstream Cilium's values (``reference/cilium-semantics.md``
+    §3.1): REFUSED for denied queries, a 100 ms hold while the agent applies a mapping,
+    no reply on an upstream timeout of 10 s.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ACNS_DNSPROXY_", extra="forbid")
+
+    listen_address: str = Field(
+        default="0.0.0.0",  # noqa: S104 - TPROXY delivers to the interface address
+        description=(
+            "Address the UDP and TCP listeners bind. The wildcard lets TPROXY deliver to "
+            "the address of the interface a pod's packet came in on."
+        ),
+    )
+    port: int = Field(
+        default=10094,
+        ge=1,
+        le=65535,
+        description="Port of the UDP and TCP listeners (the agent's redirect target).",
+    )
+    enable_tcp: bool = Field(default=True, description="Also serve DNS over TCP.")
+    transparent: bool = Field(
+        default=True,
+        description=(
+            "Set IP_TRANSPARENT on the listeners and read each query's original "
+            "destination, as TPROXY requires (needs CAP_NET_ADMIN). Off: only direct "
+            "queries to the listener, forwarded to `upstream` (benchmarks, debugging)."
+        ),
+    )
+    upstream: str | None = Field(
+        default=None,
+        description=(
+            "HOST:PORT every query is forwarded to. Unset: a redirected query goes to its "
+            "original destination (the cluster DNS Service), and a query sent straight "
+            "to the listener gets SERVFAIL."
+        ),
+    )
+    upstream_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds to wait for the upstream reply. On expiry no reply is sent and the "
+            "client times out, as Cilium does (error='timeout' in the metric)."
+        ),
+    )
+    upstream_udp_sockets: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Long-lived UDP sockets (random source ports) shared by all upstream queries.",
+    )
+    max_inflight: int = Field(
+        default=50_000,
+        ge=1,
+        description=(
+            "Upstream queries in flight at most; past it a query gets SERVFAIL "
+            "(Cilium's dnsproxy-concurrency-limit behaviour)."
+        ),
+    )
+    reject_response_code: Literal["refused", "nameError"] = Field(
+        default="refused",
+        description=(
+            "Reply code for policy-denied queries: 'refused' (REFUSED) or 'nameError' "
+            "(NXDOMAIN), Cilium's tofqdns-dns-reject-response-code."
+        ),
+    )
+    search_suffix_help: bool = Field(
+        default=False,
+        description=(
+            "Musl/Alpine help: let an allowed name followed by one of the pod's search "
+            "suffixes through to the resolver (it answers NXDOMAIN and musl walks on) "
+            "instead of REFUSED, which makes musl give up."
+        ),
+    )
+    agent_address: str | None = Field(
+        default="unix:///var/run/acns/agent.sock",
+        description=(
+            "gRPC target of the agent's FQDNData service (unix:///PATH or HOST:PORT on "
+            "loopback). Unset: standalone, rules only from `rules_file`."
+        ),
+    )
+    rules_file: str = Field(
+        default="/var/lib/acns/dnsproxy/snapshot.json",
+        description=(
+            "The persisted rule snapshot: loaded at start, rewritten atomically after "
+            "every snapshot from the agent. In standalone mode, the rules to enforce."
+        ),
+    )
+    proxy_response_max_delay: float = Field(
+        default=0.1,
+        ge=0,
+        description=(
+            "Seconds a reply is held while the agent applies its mapping "
+            "(Cilium's tofqdns-proxy-response-max-delay)."
+        ),
+    )
+    mapping_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description=(
+            "Mappings kept for replay while the agent is unreachable; when full the "
+            "oldest is dropped (newest kept) and counted."
+        ),
+    )
+    mapping_dedup_entries: int = Field(
+        default=100_000,
+        ge=0,
+        description=(
+            "Acknowledged mappings remembered so that an answer the agent already has "
+            "(same addresses, no later expiry) is not pushed again; 0 disables."
+        ),
+    )
+    agent_reconnect_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between attempts to reach the agent."
+    )
+    metrics_address: str = Field(
+        default="127.0.0.1",
+        description="Address of the HTTP server for /metrics, /healthz and /readyz.",
+    )
+    metrics_port: int = Field(
+        default=9964,
+        ge=0,
+        le=65535,
+        description="Port of the metrics/health server; 0 disables it.",
+    )
+    shutdown_grace: float = Field(
+        default=5.0,
+        ge=0,
+        description="On SIGTERM: seconds to finish queries in flight after the listeners close.",
+    )
+    denied_log_per_second: float = Field(
+        default=10.0,
+        ge=0,
+        description="Rate limit of the JSON log line per denied query (0: no such lines).",
+    )
+    use_uvloop: bool = Field(
+        default=True, description="Run on uvloop when it is installed (faster I/O)."
+    )
