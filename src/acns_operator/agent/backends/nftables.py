@@ -1,0 +1,423 @@
+"""The nftables backend: one table owned by the agent, in the node's network namespace.
+
+Layout (family ``inet``; everything the agent installs lives in this one table)::
+
+    table inet acns_agent
+      set layout         empty; its comment names the layout version
+      map endpoints      ipv4_addr : verdict    endpoint IP -> jump ep_<ip>
+      map dns_endpoints  ipv4_addr : verdict    endpoint IP -> jump dns_<ip>
+      set fqdn_<hash>    ipv4_addr, timeout     one per toFQDNs selector (comment = key)
+      chain dns_raw      prerouting, raw        ip saddr vmap @dns_endpoints
+      chain dns_<ip>     DNS to the endpoint's DNS servers/ports: mark + notrack
+      chain dns_tproxy   prerouting, mangle     marked UDP/TCP -> TPROXY to the proxy port
+      chain egress_forward  forward, filter     ip saddr vmap @endpoints
+      chain egress_input    input, filter       redirected DNS accepted, then the same
+      chain ep_<ip>      deny rules; established,related accept; L3/L4 allows;
+                         toFQDNs selector sets (+ ports); final verdict with the
+                         program fingerprint as comment
+
+DNS redirect: TPROXY at mangle priority runs before a kube-proxy style DNAT, and the
+redirected packets are not tracked, so no DNAT rewrites them and the proxy sees the
+original destination (the Service ClusterIP). Policy routing ``fwmark MARK/MASK lookup
+TABLE`` with ``local 0.0.0.0/0 dev lo`` in TABLE delivers them to the proxy socket.
+
+Every update is one text batch, one kernel transaction: nothing is ever flushed and
+reloaded wholesale. A changed endpoint program is replaced with ``flush chain`` plus its
+new rules inside the same transaction, so no packet sees a half-written chain. On start
+the agent reads the table back (:meth:`NftablesBackend.observe`) and carries on from it;
+stopping or killing the agent leaves the table enforcing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from acns_operator.agent.backends.libnft import LibNftables, NftablesError, open_nftables
+from acns_operator.agent.datapath import (
+    PROTOCOL_NAMES,
+    DatapathUpdate,
+    EndpointProgram,
+    ObservedState,
+    PeerRule,
+    PortRange,
+)
+from acns_operator.agent.netns import NetnsRunner
+from acns_operator.errors import ConfigurationError
+from acns_operator.settings import AgentSettings
+
+LAYOUT = "acns-agent layout 1"
+FINGERPRINT_PREFIX = "acns:fp="
+
+
+@dataclass(frozen=True, slots=True)
+class NftConfig:
+    """What the rendered rules depend on."""
+
+    table: str = "acns_agent"
+    mark: int = 0x200
+    mark_mask: int = 0xF00
+    proxy_port: int = 10094
+    proxy_address: str = ""
+    deny_action: str = "drop"
+
+
+def chain_suffix(ip: str) -> str:
+    """``10.244.1.10`` -> ``10_244_1_10``."""
+    return ip.replace(".", "_").replace(":", "_")
+
+
+def set_name(key: str) -> str:
+    """The nftables set of a selector key (names are short; the key is the comment)."""
+    return "fqdn_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def timeout_text(expiry: float, now: float) -> str:
+    """An element timeout in whole seconds, at least one."""
+    return f"{max(1, math.ceil(expiry - now))}s"
+
+
+def _collapse(prefixes: Iterable[str]) -> list[str]:
+    networks = [ipaddress.ip_network(p, strict=False) for p in prefixes]
+    v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+    return [str(n) for n in ipaddress.collapse_addresses(v4)]
+
+
+def _merge_ports(ports: Iterable[PortRange]) -> list[PortRange]:
+    """Merge overlapping or adjacent ranges per protocol (anonymous sets reject overlaps)."""
+    out: list[PortRange] = []
+    for port in sorted(ports):
+        last = out[-1] if out else None
+        if last is not None and last.protocol == port.protocol and port.first <= last.last + 1:
+            out[-1] = PortRange(last.protocol, last.first, max(last.last, port.last))
+        else:
+            out.append(port)
+    return out
+
+
+def _port_match(ports: tuple[PortRange, ...]) -> str:
+    if not ports:
+        return ""
+    items = []
+    for port in _merge_ports(ports):
+        proto = PROTOCOL_NAMES.get(port.protocol, str(port.protocol))
+        span = str(port.first) if port.first == port.last else f"{port.first}-{port.last}"
+        items.append(f"{proto} . {span}")
+    return f" meta l4proto . th dport {{ {', '.join(items)} }}"
+
+
+def _daddr_match(prefixes: Iterable[str]) -> str | None:
+    """``ip daddr { ... }``; "" for every address; None when nothing IPv4 is left."""
+    collapsed = _collapse(prefixes)
+    if not collapsed:
+        return None
+    if collapsed == ["0.0.0.0/0"]:
+        return ""
+    return f" ip daddr {{ {', '.join(collapsed)} }}"
+
+
+def _peer_rule(rule: PeerRule, verdict: str) -> str | None:
+    daddr = _daddr_match(rule.prefixes)
+    if daddr is None:
+        return None
+    return f"{daddr}{_port_match(rule.ports)} {verdict}".strip()
+
+
+def render_program(config: NftConfig, program: EndpointProgram, *, existed: bool) -> list[str]:
+    """The commands that install or replace one endpoint's programs."""
+    table = f"inet {config.table}"
+    suffix = chain_suffix(program.ip)
+    chain = f"ep_{suffix}"
+    lines = [f"add chain {table} {chain}"]
+    if existed:
+        lines.append(f"flush chain {table} {chain}")
+    rules: list[str] = []
+    for rule in program.deny:
+        text = _peer_rule(rule, "drop")
+        if text:
+            rules.append(text)
+    rules.append("ct state established,related accept")
+    for rule in program.allow:
+        text = _peer_rule(rule, "accept")
+        if text:
+            rules.append(text)
+    for fqdn in program.fqdn:
+        for key in sorted(set(fqdn.selectors)):
+            rules.append(f"ip daddr @{set_name(key)}{_port_match(fqdn.ports)} accept")
+    final = config.deny_action if program.enforced else "accept"
+    rules.append(f'{final} comment "{FINGERPRINT_PREFIX}{program.fingerprint()}"')
+    lines.extend(f"add rule {table} {chain} {rule}" for rule in rules)
+    lines.append(f"add element {table} endpoints {{ {program.ip} : jump {chain} }}")
+
+    dns_chain = f"dns_{suffix}"
+    if program.dns_redirect:
+        lines.append(f"add chain {table} {dns_chain}")
+        if existed:
+            lines.append(f"flush chain {table} {dns_chain}")
+        mark = f"meta mark set {config.mark:#x} notrack"
+        for rule in program.dns_redirect:
+            text = _peer_rule(rule, mark)
+            if text:
+                lines.append(f"add rule {table} {dns_chain} {text}")
+        lines.append(f"add element {table} dns_endpoints {{ {program.ip} : jump {dns_chain} }}")
+    return lines
+
+
+def render_removal(config: NftConfig, ip: str, *, had_dns: bool) -> list[str]:
+    """The commands that remove one endpoint's programs (map element first)."""
+    table = f"inet {config.table}"
+    suffix = chain_suffix(ip)
+    lines = [
+        f"delete element {table} endpoints {{ {ip} }}",
+        f"flush chain {table} ep_{suffix}",
+        f"delete chain {table} ep_{suffix}",
+    ]
+    if had_dns:
+        lines += [
+            f"delete element {table} dns_endpoints {{ {ip} }}",
+            f"flush chain {table} dns_{suffix}",
+            f"delete chain {table} dns_{suffix}",
+        ]
+    return lines
+
+
+def render_base(config: NftConfig) -> str:
+    """The table with its maps and base chains (created once, when missing)."""
+    t = f"inet {config.table}"
+    target = f"{config.proxy_address}:{config.proxy_port}"
+    mark = f"meta mark & {config.mark_mask:#x} == {config.mark:#x}"
+    return "\n".join(
+        [
+            f"add table {t}",
+            # nft 1.0.6 does not list table comments in JSON; a set's comment it does.
+            f'add set {t} layout {{ type ipv4_addr; comment "{LAYOUT}"; }}',
+            f"add map {t} endpoints {{ type ipv4_addr : verdict; }}",
+            f"add map {t} dns_endpoints {{ type ipv4_addr : verdict; }}",
+            f"add chain {t} dns_raw {{ type filter hook prerouting priority raw; policy accept; }}",
+            f"add rule {t} dns_raw ip saddr vmap @dns_endpoints",
+            f"add chain {t} dns_tproxy "
+            "{ type filter hook prerouting priority mangle; policy accept; }",
+            f"add rule {t} dns_tproxy {mark} meta l4proto {{ tcp, udp }} "
+            f"tproxy ip to {target} accept",
+            f"add chain {t} egress_forward "
+            "{ type filter hook forward priority filter; policy accept; }",
+            f"add rule {t} egress_forward ip saddr vmap @endpoints",
+            f"add chain {t} egress_input "
+            "{ type filter hook input priority filter; policy accept; }",
+            f"add rule {t} egress_input {mark} accept",
+            f"add rule {t} egress_input ip saddr vmap @endpoints",
+        ]
+    )
+
+
+def render_update(
+    config: NftConfig,
+    update: DatapathUpdate,
+    now: float,
+    *,
+    installed: set[str],
+    with_dns: set[str],
+) -> str:
+    """One update as one batch. ``installed``/``with_dns``: endpoints already in the kernel."""
+    table = f"inet {config.table}"
+    lines: list[str] = []
+    for key in update.new_selectors:
+        lines.append(
+            f'add set {table} {set_name(key)} {{ type ipv4_addr; flags timeout; comment "{key}"; }}'
+        )
+    for ip, program in sorted(update.programs.items()):
+        if program is None:
+            if ip in installed:
+                lines += render_removal(config, ip, had_dns=ip in with_dns)
+            continue
+        if ip in with_dns and not program.dns_redirect:
+            suffix = chain_suffix(ip)
+            lines += [
+                f"delete element {table} dns_endpoints {{ {ip} }}",
+                f"flush chain {table} dns_{suffix}",
+                f"delete chain {table} dns_{suffix}",
+            ]
+        lines += render_program(config, program, existed=ip in installed)
+    by_set: dict[str, list[str]] = {}
+    for key, ip, expiry in update.elements:
+        by_set.setdefault(key, []).append(f"{ip} timeout {timeout_text(expiry, now)}")
+    for key, items in by_set.items():
+        lines.append(f"add element {table} {set_name(key)} {{ {', '.join(items)} }}")
+    removed: dict[str, list[str]] = {}
+    for key, ip in update.removed_elements:
+        removed.setdefault(key, []).append(ip)
+    for key, ips in removed.items():
+        # add-then-delete: deleting an element that already timed out would fail the
+        # whole transaction; adding it first makes the delete always valid.
+        name = set_name(key)
+        lines.append(
+            f"add element {table} {name} {{ {', '.join(ip + ' timeout 1s' for ip in ips)} }}"
+        )
+        lines.append(f"delete element {table} {name} {{ {', '.join(ips)} }}")
+    for key in update.removed_selectors:
+        lines.append(f"delete set {table} {set_name(key)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def parse_table(listing: str, now: float) -> tuple[str | None, ObservedState, set[str], set[str]]:
+    """Read ``nft -j list table``: (layout comment, state, endpoints, endpoints with DNS)."""
+    data = json.loads(listing)
+    observed = ObservedState()
+    endpoints: set[str] = set()
+    with_dns: set[str] = set()
+    layout: str | None = None
+    for item in data.get("nftables", []):
+        if "set" in item:
+            info = item["set"]
+            key = info.get("comment")
+            if info["name"] == "layout":
+                layout = key
+            if not info["name"].startswith("fqdn_") or not key:
+                continue
+            observed.selectors.add(key)
+            elements: dict[str, float] = {}
+            for element in info.get("elem", []):
+                if isinstance(element, dict) and "elem" in element:
+                    value = element["elem"]
+                    elements[str(value["val"])] = now + float(value.get("expires", 0))
+            observed.elements[key] = elements
+        elif "map" in item:
+            info = item["map"]
+            target = endpoints if info["name"] == "endpoints" else with_dns
+            if info["name"] in ("endpoints", "dns_endpoints"):
+                for element in info.get("elem", []):
+                    target.add(str(element[0]))
+        elif "rule" in item:
+            rule = item["rule"]
+            comment = rule.get("comment", "")
+            if rule["chain"].startswith("ep_") and comment.startswith(FINGERPRINT_PREFIX):
+                ip = rule["chain"][3:].replace("_", ".")
+                observed.fingerprints[ip] = comment[len(FINGERPRINT_PREFIX) :]
+    return layout, observed, endpoints, with_dns
+
+
+class NftablesBackend:
+    """Enforces the datapath model with nftables in one network namespace."""
+
+    name = "nftables"
+
+    def __init__(
+        self,
+        config: NftConfig,
+        runner: NetnsRunner,
+        *,
+        route_table: int = 2004,
+        rule_priority: int = 9,
+    ) -> None:
+        self.config = config
+        self.runner = runner
+        self.route_table = route_table
+        self.rule_priority = rule_priority
+        self._nft: Any = runner.call(open_nftables)
+        self._installed: set[str] = set()
+        self._with_dns: set[str] = set()
+        self.transactions = 0
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> NftablesBackend:
+        """Build from the agent settings (enters ``settings.netns`` when set)."""
+        config = NftConfig(
+            table=settings.nft_table,
+            mark=settings.tproxy_mark,
+            mark_mask=settings.tproxy_mark_mask,
+            proxy_port=settings.proxy_port,
+            proxy_address=settings.proxy_address,
+            deny_action=settings.deny_action,
+        )
+        return cls(
+            config,
+            NetnsRunner(settings.netns),
+            route_table=settings.tproxy_route_table,
+            rule_priority=settings.tproxy_rule_priority,
+        )
+
+    @property
+    def uses_library(self) -> bool:
+        """Whether batches go through libnftables (else the nft command)."""
+        return isinstance(self._nft, LibNftables)
+
+    def run(self, commands: str, *, json_output: bool = False) -> str:
+        """Run one batch in the namespace."""
+        return str(self.runner.call(lambda: self._nft.run(commands, json_output=json_output)))
+
+    def observe(self) -> ObservedState:
+        """Create the table if missing; otherwise read back what a previous run left."""
+        import time
+
+        self.ensure_routing()
+        try:
+            listing = self.run(f"list table inet {self.config.table}", json_output=True)
+        except NftablesError:
+            self.run(render_base(self.config) + "\n")
+            return ObservedState()
+        layout, observed, endpoints, with_dns = parse_table(listing, time.time())
+        if layout != LAYOUT:
+            # An older layout: replace the table in one transaction (an upgrade, rare).
+            self.run(f"delete table inet {self.config.table}\n" + render_base(self.config) + "\n")
+            return ObservedState()
+        self._installed = endpoints
+        self._with_dns = with_dns
+        return observed
+
+    def ensure_routing(self) -> None:
+        """``ip rule fwmark MARK/MASK lookup TABLE`` and ``local 0.0.0.0/0 dev lo`` (idempotent)."""
+        mark = f"{self.config.mark:#x}/{self.config.mark_mask:#x}"
+        rules = self.runner.run(["ip", "-4", "rule", "show"]).stdout
+        if f"fwmark {mark} lookup {self.route_table}" not in rules:
+            self.runner.run(
+                [
+                    "ip", "-4", "rule", "add", "fwmark", mark, "lookup",
+                    str(self.route_table), "priority", str(self.rule_priority),
+                ]
+            )  # fmt: skip
+        self.runner.run(
+            ["ip", "-4", "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table",
+             str(self.route_table)]
+        )  # fmt: skip
+
+    def apply(self, update: DatapathUpdate, now: float) -> None:
+        """Apply ``update`` as one nftables transaction."""
+        batch = render_update(
+            self.config, update, now, installed=self._installed, with_dns=self._with_dns
+        )
+        if not batch:
+            return
+        self.run(batch)
+        self.transactions += 1
+        for ip, program in update.programs.items():
+            if program is None:
+                self._installed.discard(ip)
+                self._with_dns.discard(ip)
+            else:
+                self._installed.add(ip)
+                if program.dns_redirect:
+                    self._with_dns.add(ip)
+                else:
+                    self._with_dns.discard(ip)
+
+    def list_ruleset(self) -> str:
+        """The table as text (inspection, tests)."""
+        return self.run(f"list table inet {self.config.table}")
+
+    def close(self) -> None:
+        """Free libnftables; the table stays in the kernel, enforcing."""
+        self.runner.call(self._nft.close)
+        self.runner.close()
+
+
+def require_root_capabilities() -> None:
+    """Raise :class:`ConfigurationError` early when nftables cannot be used at all."""
+    try:
+        NetnsRunner(None).call(lambda: open_nftables().run("list tables"))
+    except (NftablesError, OSError) as exc:
+        raise ConfigurationError(f"nftables is not usable here: {exc}") from exc
