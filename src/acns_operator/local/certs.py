@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,9 +187,18 @@ class CertificateAuthority:
 
         kube-apiserver's x509 authenticator takes the user name from the subject's CN and
         the groups from its O attributes; ``groups=["system:masters"]`` is cluster-admin.
+        Names longer than X.520's 64-character bound are allowed, as Kubernetes needs.
         """
-        attributes = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
-        attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
+        # X.520 caps CN and O at 64 characters, but Kubernetes names are longer
+        # (system:serviceaccount:<63>:<253>) and Go's x509 never checks the cap;
+        # cryptography then warns instead of raising, which says nothing new here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Attribute's length must be")
+            attributes = [x509.NameAttribute(NameOID.COMMON_NAME, user, _validate=False)]
+            attributes += [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, group, _validate=False)
+                for group in groups
+            ]
         return self._issue(
             x509.Name(attributes),
             usage=ExtendedKeyUsageOID.CLIENT_AUTH,
