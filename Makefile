@@ -29,10 +29,20 @@ deps: ## Install the Debian packages the tests need (dnsmasq, dig, nftables, dns
 envtest: ## Build or find kube-apiserver, etcd, kubectl, helm; prints the assets folder last
 	@bash hack/envtest-assets.sh
 
+# Run $(1) with KUBEBUILDER_ASSETS set to the control-plane binaries (built on first use);
+# stop, rather than run the tests without them, if they cannot be provided.
+with_envtest = set -o pipefail; \
+	assets="$$(bash hack/envtest-assets.sh | tail -1)" || { echo "hack/envtest-assets.sh failed (see above)" >&2; exit 1; }; \
+	echo "KUBEBUILDER_ASSETS=$$assets"; \
+	KUBEBUILDER_ASSETS="$$assets" $(1)
+
 .PHONY: test
 test: venv deps ## Run the whole suite: unit, real control plane, network namespaces
-	KUBEBUILDER_ASSETS="$$(bash hack/envtest-assets.sh | tail -1)" \
-	  $(BIN)/pytest $(PYTEST_ARGS)
+	@$(call with_envtest,$(BIN)/pytest $(PYTEST_ARGS))
+
+.PHONY: test-controlplane
+test-controlplane: venv ## Run only the tests against the real kube-apiserver (no root needed)
+	@$(call with_envtest,$(BIN)/pytest -m controlplane $(PYTEST_ARGS))
 
 .PHONY: test-unit
 test-unit: venv ## Run the fast unit tests only (no root, no control plane; < 1 min)
