@@ -129,6 +129,11 @@ class PolicyMapStore:
         self._global: dict[str, dict[str, float]] = {}
         self.gc_deletions_total = 0
 
+    @property
+    def clock(self) -> Clock:
+        """The store's clock."""
+        return self._clock
+
     # -- writes -------------------------------------------------------------------
 
     def record(
