@@ -70,12 +70,14 @@ __all__ = [
     "DnsRecord",
     "DnsServer",
     "DnsZone",
+    "RecordType",
     "default_test_zone",
     "is_test_address",
     "parse_dig",
 ]
 
 RecordType = Literal["A", "AAAA", "CNAME", "TXT"]
+"""The record types the test zone supports."""
 
 TEST_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
     ipaddress.ip_network("192.0.2.0/24"),
@@ -438,11 +440,13 @@ class DigResult:
 def parse_dig(stdout: str, stderr: str = "", exit_code: int = 0) -> DigResult:
     """Parse the output of ``dig +yaml`` into a :class:`DigResult`.
 
-    dig prints one YAML document holding a list of messages; after a truncated UDP
-    reply it prints the TCP retry too, and the last response is the one that counts.
+    dig prints one YAML document holding a list of messages; when it holds more than
+    one response (a retry), the last one is the one that counts.
     """
+    # dig's ";;" status lines are not YAML; drop them wherever they appear.
+    text = "".join(line for line in stdout.splitlines(keepends=True) if not line.startswith(";;"))
     try:
-        documents = yaml.safe_load(stdout) or []
+        documents = yaml.safe_load(text) or []
     except yaml.YAMLError as exc:
         raise HarnessError(
             f"dig printed output that is not YAML ({exc}): {stdout[:500]!r}"

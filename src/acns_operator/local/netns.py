@@ -464,7 +464,8 @@ def _owner_alive(record: Mapping[str, object]) -> bool:
     pid = record.get("owner_pid")
     if not isinstance(pid, int):
         return False
-    return process_start_ticks(pid) == record.get("owner_start_ticks")
+    ticks = process_start_ticks(pid)
+    return ticks is not None and ticks == record.get("owner_start_ticks")
 
 
 def cleanup_stale_runs(directory: Path = REGISTRY_DIR) -> list[str]:
