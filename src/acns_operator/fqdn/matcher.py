@@ -30,6 +30,7 @@ backtracking engine explode on a hostile query name, which Go's RE2 never would.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -188,8 +189,19 @@ class Matcher:
         self._by_label: dict[str, _Bucket] = {}
         self._match_all: list[int] = []
         unindexed = _Bucket()
+        by_label: list[tuple[int, str, list[str]]] = []
         for index, selector in enumerate(selectors):
-            self._file(index, selector, unindexed, pre_1_19=pre_1_19)
+            self._file(index, selector, by_label, pre_1_19=pre_1_19)
+        # File each tail-less pattern under its rarest literal label (longest on a tie):
+        # in the musl list "*.corp.example.com.*.*" goes under "corp", not under the
+        # "example" or "com" that every such pattern shares.
+        frequency = Counter(label for _, _, labels in by_label for label in set(labels))
+        for index, regex, labels in by_label:
+            if labels:
+                key = min(labels, key=lambda label: (frequency[label], -len(label)))
+                self._by_label.setdefault(key, _Bucket()).add(index, regex)
+            else:
+                unindexed.add(index, regex)
         for entry in self._by_suffix.values():
             if entry.irregular is not None:
                 entry.irregular.seal()
@@ -211,7 +223,12 @@ class Matcher:
         return entry
 
     def _file(
-        self, index: int, selector: FQDNSelector, unindexed: _Bucket, *, pre_1_19: bool
+        self,
+        index: int,
+        selector: FQDNSelector,
+        by_label: list[tuple[int, str, list[str]]],
+        *,
+        pre_1_19: bool,
     ) -> None:
         if selector.match_name is not None:
             self._entry(to_fqdn(selector.match_name)).exact.append(index)
@@ -234,9 +251,16 @@ class Matcher:
             else:
                 self._entry(rest).multi.append(index)
                 return
-        self._file_irregular(index, text, unindexed, pre_1_19=pre_1_19)
+        self._file_irregular(index, text, by_label, pre_1_19=pre_1_19)
 
-    def _file_irregular(self, index: int, text: str, unindexed: _Bucket, *, pre_1_19: bool) -> None:
+    def _file_irregular(
+        self,
+        index: int,
+        text: str,
+        by_label: list[tuple[int, str, list[str]]],
+        *,
+        pre_1_19: bool,
+    ) -> None:
         regex = _safe_regex(text, pre_1_19=pre_1_19)
         labels = text[:-1].split(".")
         tail: list[str] = []
@@ -251,12 +275,8 @@ class Matcher:
                 entry.irregular = _Bucket()
             entry.irregular.add(index, regex)
             return
-        literal = [label for label in labels if "*" not in label]
-        if literal:
-            key = max(literal, key=len)
-            self._by_label.setdefault(key, _Bucket()).add(index, regex)
-            return
-        unindexed.add(index, regex)
+        # No literal tail: decided once every pattern's labels are known.
+        by_label.append((index, regex, [label for label in labels if "*" not in label]))
 
     def matches(self, name: str) -> bool:
         """Tell whether any selector selects ``name``."""
@@ -268,36 +288,59 @@ class Matcher:
         return tuple(sorted(found))
 
     def _scan(self, name: str, *, first_only: bool) -> list[int]:
-        # `name` is normalised: lower-cased and ending in '.'.
+        # `name` is normalised: lower-cased and ending in '.'. Hot path: every probe
+        # here costs tens of nanoseconds, so work is done only when a probe hits.
         found: list[int] = []
-        if _NAME_SHAPE.fullmatch(name) is None:
-            return found
+        shape_ok: bool | None = None  # computed on first need; most misses never need it
+        if self._match_all:
+            shape_ok = _NAME_SHAPE.fullmatch(name) is not None
+            # Match-all needs "." or non-empty labels throughout.
+            if shape_ok and (name == "." or (not name.startswith(".") and ".." not in name)):
+                found.extend(self._match_all)
+                if first_only:
+                    return found
         by_suffix = self._by_suffix
-        # Match-all needs "." or non-empty labels throughout.
-        if self._match_all and (name == "." or (not name.startswith(".") and ".." not in name)):
-            found.extend(self._match_all)
-            if first_only:
-                return found
+        by_label = self._by_label
         entry = by_suffix.get(name)
         if entry is not None and entry.exact:
+            # A literal key equal to the name: no shape check needed.
             found.extend(entry.exact)
             if first_only:
                 return found
-        # Walk the dots left to right; `labels_ok` stays true while everything left of
-        # the current dot is one or more non-empty labels (what `**.` needs).
+        # Peel one label at a time: `rest` is then the suffix after that label's dot.
+        # `labels_ok` stays true while every label peeled so far is non-empty (what
+        # '**.' needs); `first` marks the one label '*.' may stand for.
         labels_ok = True
-        previous = -1
-        position = name.find(".")
         first = True
-        while position != -1:
-            if position == previous + 1:
+        visited: set[int] | None = None
+        rest = name
+        while rest:
+            label, _, rest = rest.partition(".")
+            if not label:
                 labels_ok = False
-            entry = by_suffix.get(name[position + 1 :])
+            elif by_label:
+                bucket = by_label.get(label)
+                if bucket is not None:
+                    if first_only:
+                        if bucket.any_match(name):
+                            found.append(bucket.indices[0])
+                            return found
+                    else:
+                        # The same label twice must not report a bucket twice.
+                        visited = visited if visited is not None else set()
+                        if id(bucket) not in visited:
+                            visited.add(id(bucket))
+                            bucket.collect(name, found)
+            entry = by_suffix.get(rest)
             if entry is not None:
-                if first and entry.single:
-                    found.extend(entry.single)
-                if labels_ok and entry.multi:
-                    found.extend(entry.multi)
+                if (first and entry.single) or (labels_ok and entry.multi):
+                    if shape_ok is None:
+                        shape_ok = _NAME_SHAPE.fullmatch(name) is not None
+                    if shape_ok:
+                        if first:
+                            found.extend(entry.single)
+                        if labels_ok:
+                            found.extend(entry.multi)
                 if entry.irregular is not None:
                     if first_only:
                         if entry.irregular.any_match(name):
@@ -307,19 +350,6 @@ class Matcher:
                 if first_only and found:
                     return found
             first = False
-            previous = position
-            position = name.find(".", position + 1)
-        if self._by_label:
-            for label in set(name.split(".")):
-                bucket = self._by_label.get(label)
-                if bucket is None:
-                    continue
-                if first_only:
-                    if bucket.any_match(name):
-                        found.append(bucket.indices[0])
-                        return found
-                else:
-                    bucket.collect(name, found)
         if self._unindexed is not None:
             if first_only:
                 if self._unindexed.any_match(name):

@@ -41,7 +41,10 @@ def to_fqdn(name: str) -> str:
     A trailing dot is added unless the name already ends in an unescaped dot; the
     empty name becomes the root, ``"."``.
     """
-    lowered = to_lower(name)
-    if is_fqdn(lowered):
+    lowered = name.lower() if name.isascii() else to_lower(name)
+    # On the query hot path: settle the usual cases without counting backslashes.
+    if lowered[-1:] != ".":
+        return lowered + "."
+    if lowered[-2:-1] != "\\" or is_fqdn(lowered):
         return lowered
     return lowered + "."
