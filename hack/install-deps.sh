@@ -2,11 +2,12 @@
 # Install the system packages the tests and the demo use, idempotently.
 # Debian packages: dnsmasq (test DNS upstream), dig (queries from pod namespaces),
 # nftables + libnftables1 (the enforcement backend), iproute2 (namespaces, veth),
-# dnsperf (benchmarks), prometheus (a real scrape in tests), conntrack (zombie checks).
+# dnsperf (benchmarks), prometheus (a real scrape in tests), conntrack (zombie checks),
+# util-linux (nsenter: the netns harness runs commands inside namespaces with it).
 set -euo pipefail
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-packages=(dnsmasq-base bind9-dnsutils nftables libnftables1 iproute2 dnsperf prometheus conntrack procps psmisc openssl)
+packages=(dnsmasq-base bind9-dnsutils nftables libnftables1 iproute2 util-linux dnsperf prometheus conntrack procps psmisc openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
