@@ -88,7 +88,8 @@ _QFIXED = struct.Struct("!HH")  # qtype, qclass
 # character class is [-a-zA-Z0-9_]; other printable characters are kept as they are
 # (they can never match a pattern), '.' and '\\' are escaped, the rest become \DDD
 # like dnslib and miekg/dns do.
-_PLAIN = frozenset(b"-_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_PLAIN_BYTES = b"-_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_PLAIN = frozenset(_PLAIN_BYTES)
 
 
 class WireError(InputError):
@@ -145,7 +146,7 @@ class AnswerSummary:
 
 def label_text(label: bytes) -> str:
     """Return the presentation form of one label, escaping like miekg/dns (Cilium)."""
-    if all(b in _PLAIN for b in label):
+    if not label.translate(None, _PLAIN_BYTES):
         return label.decode("ascii")
     out: list[str] = []
     for b in label:
@@ -166,7 +167,7 @@ def _read_question_name(data: bytes, offset: int) -> tuple[str, int]:
     The first question of a query starts right after the header, so a compression
     pointer there could only point into the header: it is rejected.
     """
-    labels: list[str] = []
+    labels: list[bytes] = []
     wire_len = 0
     n = len(data)
     while True:
@@ -185,11 +186,15 @@ def _read_question_name(data: bytes, offset: int) -> tuple[str, int]:
         wire_len += 1 + length
         if wire_len >= MAX_NAME_WIRE_LEN:
             raise QuestionError("question name longer than 255 bytes")
-        labels.append(label_text(data[offset + 1 : end]))
+        labels.append(data[offset + 1 : end])
         offset = end
     if not labels:
         return ".", offset
-    return (".".join(labels) + ".").lower(), offset
+    joined = b".".join(labels)
+    if not joined.translate(None, _PLAIN_BYTES + b"."):
+        # the common case: only label characters, no escaping needed
+        return joined.decode("ascii").lower() + ".", offset
+    return (".".join(label_text(label) for label in labels) + ".").lower(), offset
 
 
 def parse_query(data: bytes) -> Query:
