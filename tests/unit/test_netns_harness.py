@@ -1,6 +1,8 @@
-"""The test DNS zone and dig parsing of the network harness, without namespaces."""
+"""The network harness without namespaces: the test DNS zone, dig parsing, prerequisites."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -13,6 +15,7 @@ from acns_operator.local.dnsserver import (
     dig_command,
     parse_dig,
 )
+from acns_operator.local.netns import check_prerequisites, require_prerequisites
 from acns_operator.local.topology import Topology
 
 _CHAIN_REPLY = """\
@@ -165,3 +168,22 @@ def test_a_txt_record_with_a_ttl_is_refused_because_dnsmasq_cannot_serve_it() ->
 def test_a_run_id_must_be_six_hex_digits_so_names_stay_short_and_ours() -> None:
     with pytest.raises(HarnessError, match="6 hexadecimal"):
         Topology(run_id="other-team")
+
+
+def test_missing_programs_are_named_with_their_package_and_make_deps() -> None:
+    problems = check_prerequisites({"acns-no-such-program": "acns-no-such-package"})
+
+    assert any(
+        "`acns-no-such-program` (Debian package acns-no-such-package)" in problem
+        and "make deps" in problem
+        for problem in problems
+    )
+
+
+def test_running_without_root_is_reported_as_a_missing_prerequisite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+    with pytest.raises(HarnessError, match="need root"):
+        require_prerequisites({})
