@@ -46,13 +46,19 @@ class Record:
 
 
 def machine_facts() -> dict[str, Any]:
-    """Describe where the numbers came from: usable CPUs, Python, platform."""
+    """Describe where the numbers came from: usable CPUs, load, Python, platform."""
     try:
         nproc = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         nproc = os.cpu_count() or 0
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        load = -1.0
     return {
         "nproc": nproc,
+        # Other work on the machine shows up in the tail percentiles; record how busy it was.
+        "load_average_1m": load,
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(terse=True),

@@ -59,7 +59,8 @@ def _section(record: Record) -> list[str]:
     lines += [f"| `{key}` | {_format_number(value)} |" for key, value in record.figures.items()]
     lines += [
         "",
-        f"Measured {record.date} on {machine.get('nproc', '?')} CPUs, "
+        f"Measured {record.date} on {machine.get('nproc', '?')} CPUs "
+        f"(1-minute load average {machine.get('load_average_1m', '?')}), "
         f"{machine.get('implementation', 'Python')} {machine.get('python', '?')}, "
         f"{machine.get('platform', '?')}.",
         "",
