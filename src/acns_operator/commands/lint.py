@@ -247,9 +247,8 @@ def lint(
     '-' for standard input; YAML may hold several documents, JSON may be a List.
     """
     settings = _settings(cluster_domain, node_local_dns_addresses, multilevel_prefix)
-    stdin = click.get_text_stream("stdin")
     try:
-        results = lint_paths(paths, settings, stdin)
+        results = lint_paths(paths, settings)
     except Exception as exc:
         click.echo(f"acns lint: internal error ({type(exc).__name__}: {exc})", err=True)
         raise SystemExit(EXIT_INPUT) from None
