@@ -1,0 +1,693 @@
+"""Compilation: admitted policies + cluster state -> per-endpoint egress rules (pure).
+
+For each local endpoint (a pod on this node with an address), :class:`Compiler` says:
+
+* whether it is default-deny for egress: some selecting rule has ``egress`` or
+  ``egressDeny`` items and does not set ``enableDefaultDeny.egress: false`` (Cilium);
+* its L3/L4 allow rules: ``toEndpoints`` (Cilium label prefixes, the implicit
+  namespace label, namespace labels), ``toCIDR``, ``toCIDRSet`` with ``except``,
+  ``toEntities`` (:mod:`.entities`), each with its ports and protocols (``ANY`` =
+  TCP, UDP and SCTP); a rule with only ``toPorts`` allows those ports to anywhere; an
+  empty rule ``{}`` allows nothing;
+* its deny rules (``egressDeny``), which win over everything;
+* its toFQDNs selectors with their ports;
+* its DNS rules: names and patterns (an empty ``dns`` list allows every name), the DNS
+  servers as prefixes - the selected DNS pods *and* the ClusterIPs of Services whose
+  selector picks those pods, because pods query the Service address - ports and
+  protocols.
+
+Peers are cluster-wide: a ``toEndpoints`` selector resolves against every pod known,
+on any node. Only policies that passed validation may be given to the compiler (the
+agent checks with :func:`acns_operator.policy.validate` first).
+
+Incremental: every ``set_*`` / ``remove_*`` call returns the local endpoints whose
+result may have changed, found through indexes (policies by namespace, peer selectors
+by one of their required labels), so one pod or policy change recompiles only those.
+Compilation is deterministic: the same inputs give equal results.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from acns_operator.api.objects import CiliumClusterwideNetworkPolicy, PolicyObject
+from acns_operator.api.peers import CIDRRule
+from acns_operator.api.ports import PortDenyRule, PortProtocol, PortRule
+from acns_operator.api.rules import EgressDenyRule, EgressRule, Rule
+from acns_operator.api.selectors import EndpointSelector
+from acns_operator.fqdn.matcher import FQDNSelector
+from acns_operator.policy.entities import ANY_PREFIX, EntityContext, entity_prefixes, subtract
+from acns_operator.policy.selectors import (
+    NAMESPACE_LABEL,
+    PodIndex,
+    Selector,
+    cilium_labels,
+    peer_selector,
+    subject_selector,
+    to_selector,
+)
+
+ALL_PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    """What the agent knows of a pod: identity, labels, address, node."""
+
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    ip: str | None = None
+    node: str | None = None
+    host_ip: str | None = None
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A Service's ClusterIP and selector (DNS servers sit behind one)."""
+
+    namespace: str
+    name: str
+    cluster_ip: str | None
+    selector: Mapping[str, str] | None
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Port:
+    """A protocol (TCP, UDP, SCTP) and an inclusive port range (0-65535: all)."""
+
+    protocol: str
+    first: int = 0
+    last: int = 65535
+
+    def __str__(self) -> str:
+        if (self.first, self.last) == (0, 65535):
+            return f"{self.protocol}/any"
+        if self.first == self.last:
+            return f"{self.first}/{self.protocol}"
+        return f"{self.first}-{self.last}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RuleSource:
+    """Which policy and which rule in it produced something."""
+
+    kind: str
+    namespace: str
+    name: str
+    path: str
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{self.kind} {where} {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAllow:
+    """Destinations (prefixes) on some ports (none: every port)."""
+
+    prefixes: tuple[str, ...]
+    ports: tuple[Port, ...]
+    source: RuleSource
+    peer: str  # how the policy named it, for people
+
+
+@dataclass(frozen=True, slots=True)
+class FQDNAllow:
+    """toFQDNs selectors on some ports."""
+
+    selectors: tuple[FQDNSelector, ...]
+    ports: tuple[Port, ...]
+    source: RuleSource
+
+
+@dataclass(frozen=True, slots=True)
+class DNSAllow:
+    """A DNS rule: names the endpoint may look up, through which servers and ports."""
+
+    match_names: tuple[str, ...]
+    match_patterns: tuple[str, ...]
+    allow_all: bool
+    servers: tuple[str, ...]  # prefixes; empty: any destination
+    ports: tuple[Port, ...]
+    source: RuleSource
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRules:
+    """Everything compiled for one local endpoint."""
+
+    pod: str
+    namespace: str
+    name: str
+    ip: str
+    enforced: bool
+    allow: tuple[PeerAllow, ...] = ()
+    deny: tuple[PeerAllow, ...] = ()
+    fqdn: tuple[FQDNAllow, ...] = ()
+    dns: tuple[DNSAllow, ...] = ()
+    policies: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CompileOptions:
+    """Cluster facts the compiler needs."""
+
+    node_name: str | None
+    cluster_cidrs: tuple[str, ...] = ("10.244.0.0/16",)
+    apiserver_addresses: tuple[str, ...] = ()
+    host_addresses: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _CompiledPolicy:
+    key: str
+    kind: str
+    namespace: str | None
+    name: str
+    rules: list[tuple[str, Rule, Selector]]  # (path, rule, subject selector)
+    peers: list[Selector]
+    has_dns: bool
+
+
+def policy_key(policy: PolicyObject) -> str:
+    """``Kind/namespace/name`` of a policy object."""
+    kind = type(policy).__name__
+    return f"{kind}/{policy.namespace or ''}/{policy.name or ''}"
+
+
+def to_ports(items: Iterable[PortProtocol] | None) -> tuple[tuple[Port, ...], list[str]]:
+    """API ports -> :class:`Port` values, plus notes on what could not be used."""
+    ports: list[Port] = []
+    notes: list[str] = []
+    for item in items or []:
+        protocols = ALL_PROTOCOLS if item.protocol in (None, "ANY") else (item.protocol,)
+        text = (item.port or "0").strip()
+        if not text.isdigit():
+            notes.append(f"named port {text!r} cannot be resolved without container ports")
+            continue
+        first = int(text)
+        last = item.end_port if item.end_port else first
+        if first == 0:
+            first, last = 0, 65535
+        for protocol in protocols:
+            if protocol not in ALL_PROTOCOLS:
+                notes.append(f"protocol {protocol} is not enforced")
+                continue
+            ports.append(Port(protocol, first, max(first, last)))
+    return tuple(sorted(set(ports))), notes
+
+
+def _cidr_set(rules: Iterable[CIDRRule], notes: list[str]) -> list[str]:
+    out: list[str] = []
+    for rule in rules:
+        if rule.cidr is None:
+            notes.append("cidrGroupRef/cidrGroupSelector are not supported")
+            continue
+        network = ipaddress.ip_network(rule.cidr, strict=False)
+        if not isinstance(network, ipaddress.IPv4Network):
+            continue
+        out.extend(subtract(str(network), rule.except_cidrs or []))
+    return out
+
+
+def _v4(prefixes: Iterable[str]) -> tuple[str, ...]:
+    networks = []
+    for prefix in prefixes:
+        network = ipaddress.ip_network(prefix, strict=False)
+        if isinstance(network, ipaddress.IPv4Network):
+            networks.append(network)
+    return tuple(str(n) for n in ipaddress.collapse_addresses(networks))
+
+
+class Compiler:
+    """Cluster state, admitted policies and the incremental per-endpoint compiler."""
+
+    def __init__(self, options: CompileOptions) -> None:
+        self.options = options
+        self.pods: dict[str, Pod] = {}
+        self.namespaces: dict[str, dict[str, str]] = {}
+        self.services: dict[str, Service] = {}
+        self.index = PodIndex()
+        self._policies: dict[str, _CompiledPolicy] = {}
+        self._by_namespace: dict[str | None, set[str]] = {}
+        self._peer_index: dict[tuple[str, str], set[str]] = {}
+        self._peer_unindexed: set[str] = set()
+        self._dns_policies: set[str] = set()
+        self._peer_cache: dict[Selector, tuple[str, ...]] = {}
+
+    # -- state changes (each returns the local endpoints to recompile) --------------
+
+    def set_policy(self, policy: PolicyObject) -> set[str]:
+        """Add or replace an (admitted) policy."""
+        key = policy_key(policy)
+        affected = self.remove_policy(key)
+        clusterwide = isinstance(policy, CiliumClusterwideNetworkPolicy)
+        namespace = None if clusterwide else (policy.namespace or "default")
+        rules: list[tuple[str, Rule, Selector]] = []
+        peers: list[Selector] = []
+        has_dns = False
+        for path, rule in policy.rules:
+            if rule.endpoint_selector is None:
+                continue  # nodeSelector rules apply to hosts, not pods
+            rules.append((path, rule, subject_selector(rule.endpoint_selector, namespace)))
+            targets = [e.to_endpoints for e in rule.egress or []]
+            targets += [e.to_endpoints for e in rule.egress_deny or []]
+            for selectors in targets:
+                for selector in selectors or []:
+                    peers.append(peer_selector(selector, namespace))
+            for egress_rule in rule.egress or []:
+                for port_rule in egress_rule.to_ports or []:
+                    if port_rule.rules is not None and port_rule.rules.dns is not None:
+                        has_dns = True
+        compiled = _CompiledPolicy(
+            key, type(policy).__name__, namespace, policy.name or "", rules, peers, has_dns
+        )
+        self._policies[key] = compiled
+        self._by_namespace.setdefault(namespace, set()).add(key)
+        for peer in peers:
+            self._file_peer(key, peer)
+        if has_dns:
+            self._dns_policies.add(key)
+        return affected | self._selected_by(compiled)
+
+    def remove_policy(self, key: str) -> set[str]:
+        """Forget a policy (deleted, or no longer admitted)."""
+        compiled = self._policies.pop(key, None)
+        if compiled is None:
+            return set()
+        self._by_namespace.get(compiled.namespace, set()).discard(key)
+        for bucket in self._peer_index.values():
+            bucket.discard(key)
+        self._peer_unindexed.discard(key)
+        self._dns_policies.discard(key)
+        return self._selected_by(compiled)
+
+    def set_pod(self, pod: Pod) -> set[str]:
+        """Add or replace a pod (any node: peers are cluster-wide)."""
+        old = self.pods.get(pod.key)
+        if old == pod:
+            return set()
+        affected = self._peer_dependents(pod.key) if old is not None else set()
+        self.pods[pod.key] = pod
+        self.index.put(pod.key, self._labels_of(pod))
+        self._peer_cache.clear()
+        affected |= self._peer_dependents(pod.key)
+        if old is not None and old.host_ip != pod.host_ip:
+            affected |= set(self.local_endpoints())
+        if self._is_local(pod) or (old is not None and self._is_local(old)):
+            affected.add(pod.key)
+        if self._backs_service(pod) or (old is not None and self._backs_service(old)):
+            affected |= self._dns_dependents()
+        return affected
+
+    def remove_pod(self, key: str) -> set[str]:
+        """Forget a pod."""
+        old = self.pods.get(key)
+        if old is None:
+            return set()
+        affected = self._peer_dependents(key)
+        if self._is_local(old):
+            affected.add(key)
+        del self.pods[key]
+        self.index.remove(key)
+        self._peer_cache.clear()
+        if self._backs_service(old):
+            affected |= self._dns_dependents()
+        return affected
+
+    def set_namespace(self, name: str, labels: Mapping[str, str]) -> set[str]:
+        """Add or relabel a namespace (its labels are pod labels to Cilium)."""
+        if self.namespaces.get(name) == dict(labels):
+            return set()
+        affected: set[str] = set()
+        members = [p for p in self.pods.values() if p.namespace == name]
+        for pod in members:
+            affected |= self._peer_dependents(pod.key)
+        self.namespaces[name] = dict(labels)
+        for pod in members:
+            self.index.put(pod.key, self._labels_of(pod))
+            affected |= self._peer_dependents(pod.key)
+            if self._is_local(pod):
+                affected.add(pod.key)
+        self._peer_cache.clear()
+        return affected
+
+    def remove_namespace(self, name: str) -> set[str]:
+        """Forget a namespace's labels."""
+        if name not in self.namespaces:
+            return set()
+        return self.set_namespace(name, {}) | set()
+
+    def set_service(self, service: Service) -> set[str]:
+        """Add or replace a Service."""
+        if self.services.get(service.key) == service:
+            return set()
+        self.services[service.key] = service
+        return self._dns_dependents()
+
+    def remove_service(self, key: str) -> set[str]:
+        """Forget a Service."""
+        if self.services.pop(key, None) is None:
+            return set()
+        return self._dns_dependents()
+
+    # -- queries --------------------------------------------------------------------
+
+    def local_endpoints(self) -> list[str]:
+        """Keys of the pods on this node that have an address."""
+        return sorted(k for k, p in self.pods.items() if self._is_local(p))
+
+    def compile_all(self) -> dict[str, EndpointRules]:
+        """Every local endpoint that has egress rules."""
+        out: dict[str, EndpointRules] = {}
+        for key in self.local_endpoints():
+            rules = self.compile(key)
+            if rules is not None:
+                out[key] = rules
+        return out
+
+    def compile(self, key: str) -> EndpointRules | None:
+        """The rules of one local endpoint; None when no egress rule selects it."""
+        pod = self.pods.get(key)
+        if pod is None or not self._is_local(pod) or pod.ip is None:
+            return None
+        labels = self.index.labels[key]
+        allow: list[PeerAllow] = []
+        deny: list[PeerAllow] = []
+        fqdn: list[FQDNAllow] = []
+        dns: list[DNSAllow] = []
+        notes: list[str] = []
+        policies: list[str] = []
+        enforced = False
+        selected_any = False
+        candidates = self._by_namespace.get(pod.namespace, set()) | self._by_namespace.get(
+            None, set()
+        )
+        for policy_name in sorted(candidates):
+            compiled = self._policies[policy_name]
+            for path, rule, subject in compiled.rules:
+                if not subject.matches(labels):
+                    continue
+                if not rule.egress and not rule.egress_deny:
+                    continue
+                selected_any = True
+                if compiled.key not in policies:
+                    policies.append(compiled.key)
+                wants_deny = rule.enable_default_deny is None or (
+                    rule.enable_default_deny.egress is not False
+                )
+                enforced = enforced or wants_deny
+                for index, egress in enumerate(rule.egress or []):
+                    source = RuleSource(
+                        compiled.kind,
+                        compiled.namespace or "",
+                        compiled.name,
+                        f"{path}.egress[{index}]",
+                    )
+                    self._egress(compiled, egress, source, allow, fqdn, dns, notes)
+                for index, denied in enumerate(rule.egress_deny or []):
+                    source = RuleSource(
+                        compiled.kind,
+                        compiled.namespace or "",
+                        compiled.name,
+                        f"{path}.egressDeny[{index}]",
+                    )
+                    self._egress_deny(compiled, denied, source, deny, notes)
+        if not selected_any:
+            return None
+        return EndpointRules(
+            pod=key,
+            namespace=pod.namespace,
+            name=pod.name,
+            ip=pod.ip,
+            enforced=enforced,
+            allow=tuple(allow),
+            deny=tuple(deny),
+            fqdn=tuple(fqdn),
+            dns=tuple(dns),
+            policies=tuple(policies),
+            notes=tuple(dict.fromkeys(notes)),
+        )
+
+    # -- rule compilation -----------------------------------------------------------
+
+    def _peers(
+        self, compiled: _CompiledPolicy, rule: EgressRule | EgressDenyRule, notes: list[str]
+    ) -> tuple[bool, list[str], list[str], list[str]]:
+        """(has an L3 peer, prefixes, peer descriptions, DNS-server extra prefixes)."""
+        has_peer = False
+        prefixes: list[str] = []
+        described: list[str] = []
+        service_ips: list[str] = []
+        if rule.to_endpoints is not None:
+            has_peer = True
+            for selector in rule.to_endpoints:
+                normalised = peer_selector(selector, compiled.namespace)
+                ips = self._resolve(normalised)
+                prefixes.extend(f"{ip}/32" for ip in ips)
+                service_ips.extend(self._service_ips(normalised))
+                described.append(f"toEndpoints {_describe(selector)}")
+        if rule.to_cidr is not None:
+            has_peer = True
+            prefixes.extend(rule.to_cidr)
+            described.append(f"toCIDR {','.join(rule.to_cidr)}")
+        if rule.to_cidr_set is not None:
+            has_peer = True
+            prefixes.extend(_cidr_set(rule.to_cidr_set, notes))
+            described.append("toCIDRSet")
+        if rule.to_entities is not None:
+            has_peer = True
+            context = self._entity_context()
+            for entity in rule.to_entities:
+                prefixes.extend(entity_prefixes(entity, context))
+            described.append(f"toEntities {','.join(rule.to_entities)}")
+        for unsupported in ("to_services", "to_groups", "to_nodes"):
+            if getattr(rule, unsupported, None) is not None:
+                has_peer = True
+                notes.append(f"{unsupported} is not enforced")
+        return has_peer, prefixes, described, service_ips
+
+    def _egress(
+        self,
+        compiled: _CompiledPolicy,
+        rule: EgressRule,
+        source: RuleSource,
+        allow: list[PeerAllow],
+        fqdn: list[FQDNAllow],
+        dns: list[DNSAllow],
+        notes: list[str],
+    ) -> None:
+        port_rules: list[PortRule | None] = list(rule.to_ports or []) or [None]
+        if rule.to_fqdns is not None:
+            selectors = tuple(
+                FQDNSelector(match_name=s.match_name, match_pattern=s.match_pattern)
+                for s in rule.to_fqdns
+            )
+            for port_rule in port_rules:
+                ports, port_notes = to_ports(port_rule.ports if port_rule else None)
+                notes.extend(port_notes)
+                if port_rule is not None and port_rule.ports and not ports:
+                    continue
+                fqdn.append(FQDNAllow(selectors, ports, source))
+            return
+        has_peer, prefixes, described, service_ips = self._peers(compiled, rule, notes)
+        if not has_peer and rule.to_ports is None:
+            return  # an empty rule {} allows nothing (it only enables default deny)
+        peer_text = " ".join(described) or "any destination"
+        targets = _v4(prefixes) if has_peer else (ANY_PREFIX,)
+        for port_rule in port_rules:
+            ports, port_notes = to_ports(port_rule.ports if port_rule else None)
+            notes.extend(port_notes)
+            if port_rule is not None and port_rule.ports and not ports:
+                continue
+            l7 = port_rule.rules if port_rule is not None else None
+            if l7 is not None and l7.dns is not None:
+                servers = _v4([*prefixes, *(f"{ip}/32" for ip in service_ips)])
+                names = tuple(s.match_name for s in l7.dns if s.match_name is not None)
+                patterns = tuple(s.match_pattern for s in l7.dns if s.match_pattern is not None)
+                dns.append(
+                    DNSAllow(
+                        match_names=names,
+                        match_patterns=patterns,
+                        allow_all=not l7.dns,
+                        servers=servers if has_peer else (),
+                        ports=ports,
+                        source=source,
+                    )
+                )
+                # The DNS traffic itself is allowed (it goes through the proxy).
+                if has_peer and servers:
+                    allow.append(PeerAllow(servers, ports, source, peer_text + " (DNS)"))
+                elif not has_peer:
+                    allow.append(PeerAllow((ANY_PREFIX,), ports, source, "DNS to any server"))
+                continue
+            if targets:
+                allow.append(PeerAllow(targets, ports, source, peer_text))
+
+    def _egress_deny(
+        self,
+        compiled: _CompiledPolicy,
+        rule: EgressDenyRule,
+        source: RuleSource,
+        deny: list[PeerAllow],
+        notes: list[str],
+    ) -> None:
+        has_peer, prefixes, described, _ = self._peers(compiled, rule, notes)
+        if not has_peer and rule.to_ports is None:
+            return
+        targets = _v4(prefixes) if has_peer else (ANY_PREFIX,)
+        deny_port_rules: list[PortDenyRule | None] = list(rule.to_ports or []) or [None]
+        for port_rule in deny_port_rules:
+            ports, port_notes = to_ports(port_rule.ports if port_rule else None)
+            notes.extend(port_notes)
+            if port_rule is not None and port_rule.ports and not ports:
+                continue
+            if targets:
+                deny.append(PeerAllow(targets, ports, source, " ".join(described) or "any"))
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _is_local(self, pod: Pod) -> bool:
+        return pod.ip is not None and (
+            self.options.node_name is None or pod.node == self.options.node_name
+        )
+
+    def _labels_of(self, pod: Pod) -> dict[str, str]:
+        return cilium_labels(pod.labels, pod.namespace, self.namespaces.get(pod.namespace, {}))
+
+    def _resolve(self, selector: Selector) -> tuple[str, ...]:
+        cached = self._peer_cache.get(selector)
+        if cached is None:
+            ips = {self.pods[k].ip for k in self.index.select(selector)}
+            cached = tuple(sorted(ip for ip in ips if ip))
+            self._peer_cache[selector] = cached
+        return cached
+
+    def _service_ips(self, selector: Selector) -> list[str]:
+        """ClusterIPs of Services whose selector picks a pod ``selector`` selects."""
+        if not self.services:
+            return []
+        pods = [self.pods[k] for k in self.index.select(selector)]
+        out: list[str] = []
+        for service in self.services.values():
+            if not service.cluster_ip or not service.selector or service.cluster_ip == "None":
+                continue
+            for pod in pods:
+                if pod.namespace == service.namespace and all(
+                    pod.labels.get(k) == v for k, v in service.selector.items()
+                ):
+                    out.append(service.cluster_ip)
+                    break
+        return out
+
+    def _backs_service(self, pod: Pod) -> bool:
+        """Whether a Service selects the pod (its ClusterIP may be a DNS server)."""
+        return any(
+            service.namespace == pod.namespace
+            and service.selector
+            and all(pod.labels.get(k) == v for k, v in service.selector.items())
+            for service in self.services.values()
+        )
+
+    def _entity_context(self) -> EntityContext:
+        local: set[str] = set(self.options.host_addresses)
+        remote: set[str] = set()
+        for pod in self.pods.values():
+            if pod.host_ip:
+                (local if pod.node == self.options.node_name else remote).add(pod.host_ip)
+        apiserver = list(self.options.apiserver_addresses)
+        kubernetes = self.services.get("default/kubernetes")
+        if kubernetes is not None and kubernetes.cluster_ip:
+            apiserver.append(kubernetes.cluster_ip)
+        return EntityContext(
+            cluster_cidrs=self.options.cluster_cidrs,
+            local_node_addresses=tuple(sorted(local)),
+            remote_node_addresses=tuple(sorted(remote - local)),
+            apiserver_addresses=tuple(sorted(set(apiserver))),
+        )
+
+    def _file_peer(self, key: str, peer: Selector) -> None:
+        # File under the most specific single-value requirement; the implicit namespace
+        # label only when nothing else is required.
+        chosen: tuple[str, str] | None = None
+        for requirement in peer.requirements:
+            if requirement.operator == "In" and len(requirement.values) == 1:
+                pair = (requirement.key, next(iter(requirement.values)))
+                if chosen is None or chosen[0] == NAMESPACE_LABEL:
+                    chosen = pair
+        if chosen is None:
+            self._peer_unindexed.add(key)
+        else:
+            self._peer_index.setdefault(chosen, set()).add(key)
+
+    def _peer_dependents(self, pod_key: str) -> set[str]:
+        """Local endpoints whose policies have a peer selector selecting this pod."""
+        labels = self.index.labels.get(pod_key)
+        if labels is None:
+            return set()
+        candidates = set(self._peer_unindexed)
+        for pair in labels.items():
+            candidates |= self._peer_index.get(pair, set())
+        affected: set[str] = set()
+        for key in candidates:
+            compiled = self._policies[key]
+            if any(peer.matches(labels) for peer in compiled.peers):
+                affected |= self._selected_by(compiled)
+        return affected
+
+    def _dns_dependents(self) -> set[str]:
+        affected: set[str] = set()
+        for key in self._dns_policies:
+            affected |= self._selected_by(self._policies[key])
+        return affected
+
+    def _selected_by(self, compiled: _CompiledPolicy) -> set[str]:
+        out: set[str] = set()
+        for _, _, subject in compiled.rules:
+            for key in self.index.select(subject):
+                pod = self.pods.get(key)
+                if pod is not None and self._is_local(pod):
+                    out.add(key)
+        return out
+
+
+def _describe(selector: EndpointSelector) -> str:
+    return str(to_selector(selector))
+
+
+@dataclass(slots=True)
+class ClusterSnapshot:
+    """Plain inputs for a one-shot compile (``acns explain -f``, tests, benchmarks)."""
+
+    policies: list[PolicyObject] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    services: list[Service] = field(default_factory=list)
+
+
+def compile_snapshot(snapshot: ClusterSnapshot, options: CompileOptions) -> Compiler:
+    """A compiler loaded with ``snapshot`` (call :meth:`Compiler.compile_all` on it)."""
+    compiler = Compiler(options)
+    for name, labels in snapshot.namespaces.items():
+        compiler.set_namespace(name, labels)
+    for service in snapshot.services:
+        compiler.set_service(service)
+    for pod in snapshot.pods:
+        compiler.set_pod(pod)
+    for policy in snapshot.policies:
+        compiler.set_policy(policy)
+    return compiler
