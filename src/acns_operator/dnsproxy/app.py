@@ -69,7 +69,7 @@ def options_from(settings: DnsProxySettings) -> ProxyOptions:
 def initial_rules(settings: DnsProxySettings) -> RuleSet:
     """The rules to serve before the agent speaks: the persisted (or standalone) snapshot."""
     path = Path(settings.rules_file)
-    standalone = settings.agent_address is None
+    standalone = not settings.agent_address
     if not path.exists():
         if standalone:
             raise ConfigurationError(f"standalone mode needs a rules file; {path} does not exist")
