@@ -159,7 +159,7 @@ class LeaderElector:
         self._observed_at = self._monotonic()
         return True
 
-    def _set_leading(self, leading: bool) -> None:
+    def _set_leading(self, leading: bool, *, released: bool = False) -> None:
         if leading == self.leading:
             return
         self.leading = leading
@@ -167,7 +167,8 @@ class LeaderElector:
             logger.info("%s became the leader (Lease %s)", self.identity, self._name)
             self._on_started()
         else:
-            logger.warning("%s is no longer the leader (Lease %s)", self.identity, self._name)
+            level = logging.INFO if released else logging.WARNING
+            logger.log(level, "%s is no longer the leader (Lease %s)", self.identity, self._name)
             self._on_stopped()
 
     async def run(self) -> None:
@@ -195,7 +196,7 @@ class LeaderElector:
         """Give the Lease up so another replica need not wait for it to expire."""
         if not self.leading:
             return
-        self._set_leading(False)
+        self._set_leading(False, released=True)
         try:
             lease = await self._client.get(self._path)
             if LeaseRecord.from_spec(lease.get("spec")).holder != self.identity:
