@@ -122,7 +122,11 @@ async def served() -> AsyncIterator[tuple[str, ssl.SSLContext, CollectorRegistry
     configs = server(fn)
     config = await anext(configs)
     assert config["url"] == f"https://127.0.0.1:{port}"
-    task = asyncio.create_task(anext(configs))
+
+    async def keep_serving() -> None:
+        await anext(configs)
+
+    task = asyncio.create_task(keep_serving())
     await server.serving.wait()
     assert tls.material is not None
     client = ssl.create_default_context(cadata=tls.material.ca_bundle_pem.decode())
