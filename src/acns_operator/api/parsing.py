@@ -71,12 +71,15 @@ class ParsedPolicy:
     """The outcome of :func:`parse_policy`.
 
     ``policy`` is None when the input is not a Cilium policy object at all or could
-    not be understood; ``findings`` are the parse problems (all errors).
+    not be understood; ``findings`` are the parse problems (all errors); ``pruned``
+    are the paths whose values were taken out to build ``policy``, so that later checks
+    do not report them again as missing.
     """
 
     kind: str | None
     policy: PolicyObject | None
     findings: list[Finding] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
 
 
 def is_policy_kind(obj: object) -> bool:
@@ -134,8 +137,10 @@ def parse_policy(obj: object) -> ParsedPolicy:
                 "schema.api-version",
             )
         )
-    policy = _validate_with_recovery(model, obj, kind, findings)
-    return ParsedPolicy(kind=kind, policy=policy, findings=findings)
+    pruned: set[Loc] = set()
+    policy = _validate_with_recovery(model, obj, kind, findings, pruned)
+    paths = sorted({format_path([part for part in loc if part != "[key]"]) for loc in pruned})
+    return ParsedPolicy(kind=kind, policy=policy, findings=findings, pruned=paths)
 
 
 def _validate_with_recovery(
@@ -143,6 +148,7 @@ def _validate_with_recovery(
     obj: Mapping[Any, Any],
     kind: str,
     findings: list[Finding],
+    pruned: set[Loc],
 ) -> PolicyObject | None:
     data: Any = _copy(obj)
     reported: set[Loc] = set()
@@ -157,7 +163,7 @@ def _validate_with_recovery(
                 if loc not in synthetic and loc not in reported:
                     reported.add(loc)
                     findings.append(_finding(error, loc, model, kind))
-                if _remove(data, loc, synthetic):
+                if _remove(data, loc, synthetic, pruned):
                     progressed = True
             if not progressed:
                 break
@@ -176,17 +182,17 @@ def _copy(obj: Mapping[Any, Any]) -> Any:
         return dict(obj)
 
 
-def _remove(data: Any, loc: Loc, synthetic: set[Loc]) -> bool:
+def _remove(data: Any, loc: Loc, synthetic: set[Loc], pruned: set[Loc]) -> bool:
     """Take the value at ``loc`` out of ``data``; say whether anything changed."""
     if not loc:
         return False
     if loc[-1] == "[key]":
         # A bad map key: pydantic reports (..., key, "[key]").
-        return _delete_key(data, loc[:-2], loc[-2])
+        return _delete_key(data, loc[:-2], loc[-2], pruned)
     parent = _lookup(data, loc[:-1])
     last = loc[-1]
     if isinstance(parent, MutableMapping):
-        return _delete_key(data, loc[:-1], last)
+        return _delete_key(data, loc[:-1], last, pruned)
     if isinstance(parent, MutableSequence) and isinstance(last, int):
         if (
             0 <= last < len(parent)
@@ -195,16 +201,18 @@ def _remove(data: Any, loc: Loc, synthetic: set[Loc]) -> bool:
         ):
             parent[last] = {}
             synthetic.add(loc)
+            pruned.add(loc)
             return True
         # An object does not fit this list either: drop the list from its parent.
-        return _remove(data, loc[:-1], synthetic)
+        return _remove(data, loc[:-1], synthetic, pruned)
     return False
 
 
-def _delete_key(data: Any, parent_loc: Loc, key: Any) -> bool:
+def _delete_key(data: Any, parent_loc: Loc, key: Any, pruned: set[Loc]) -> bool:
     parent = _lookup(data, parent_loc)
     if isinstance(parent, MutableMapping) and key in parent:
         del parent[key]
+        pruned.add((*parent_loc, key))
         return True
     return False
 

@@ -47,6 +47,7 @@ def validate(obj: object, settings: PolicySettings) -> Verdict:
 
 
 def _validate(obj: object, settings: PolicySettings) -> Verdict:
+    pruned: list[str] = []
     if isinstance(obj, CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy):
         policy = obj
         findings: list[Finding] = []
@@ -56,10 +57,42 @@ def _validate(obj: object, settings: PolicySettings) -> Verdict:
         if parsed.policy is None:
             return Verdict(findings=_unique(findings))
         policy = parsed.policy
-    findings.extend(cilium_findings(policy))
-    findings.extend(aks_findings(policy, settings))
-    findings.extend(dns_findings(policy, settings))
+        pruned = parsed.pruned
+    checks = [
+        *cilium_findings(policy),
+        *aks_findings(policy, settings),
+        *dns_findings(policy, settings),
+    ]
+    findings.extend(finding for finding in checks if not _about_pruned(finding, pruned))
     return Verdict(findings=_unique(findings), policy=policy)
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith((parent + ".", parent + "["))
+
+
+# Findings that say something is missing; parsing may have removed that something.
+_ABSENCE_RULES = frozenset(
+    {
+        "cilium.required",
+        "cilium.no-rules",
+        "cilium.rule-empty",
+        "cilium.selector-missing",
+        "cilium.dns-port-missing",
+        "cilium.fqdn-selector",
+        "cilium.cidr-rule",
+    }
+)
+
+
+def _about_pruned(finding: Finding, pruned: list[str]) -> bool:
+    """Whether ``finding`` is about a value parsing already reported and took out."""
+    for path in pruned:
+        if _under(finding.path, path):
+            return True
+        if finding.rule in _ABSENCE_RULES and _under(path, finding.path):
+            return True
+    return False
 
 
 def _unique(findings: Iterable[Finding]) -> list[Finding]:
