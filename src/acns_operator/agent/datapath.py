@@ -345,8 +345,12 @@ class Datapath:
 
     def on_gc(self, result: GCResult) -> DatapathUpdate:
         """GC changed some names: recompute the sets of the selectors matching them."""
+        return self.on_names_changed(result.changed_names)
+
+    def on_names_changed(self, names: Iterable[str]) -> DatapathUpdate:
+        """Recompute the sets of the selectors matching ``names``."""
         affected: set[str] = set()
-        for name in result.changed_names:
+        for name in names:
             for index in self._matcher.matching(name):
                 affected.add(self._matcher_keys[index])
         return self.resync_selectors(affected)

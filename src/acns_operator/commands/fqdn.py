@@ -11,6 +11,7 @@ import json
 
 import click
 
+from acns_operator.commands.fqdn_cache import cache
 from acns_operator.errors import PolicyError
 from acns_operator.fqdn.matcher import FQDNSelector, compile_selectors
 from acns_operator.fqdn.names import to_fqdn
@@ -22,6 +23,9 @@ __all__ = ["fqdn", "match"]
 @click.group()
 def fqdn() -> None:
     """Check FQDN names and selectors exactly as Cilium 1.19 matches them."""
+
+
+fqdn.add_command(cache)
 
 
 def _selector(match_name: str | None, match_pattern: str | None) -> FQDNSelector:

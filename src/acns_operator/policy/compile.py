@@ -367,6 +367,10 @@ class Compiler:
 
     # -- queries --------------------------------------------------------------------
 
+    def policy_keys(self) -> list[str]:
+        """Keys of the policies loaded (see :func:`policy_key`)."""
+        return sorted(self._policies)
+
     def local_endpoints(self) -> list[str]:
         """Keys of the pods on this node that have an address."""
         return sorted(k for k, p in self.pods.items() if self._is_local(p))
