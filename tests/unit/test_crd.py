@@ -36,7 +36,8 @@ def _documents() -> dict[str, dict[str, Any]]:
 
 
 def _schema(kind: str) -> dict[str, Any]:
-    return _documents()[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema: dict[str, Any] = _documents()[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def structural_problems(node: dict[str, Any], path: str = "") -> list[str]:
