@@ -436,6 +436,16 @@ class ControlPlane:
         return Kubectl(self.binaries.kubectl, self.kubeconfig, cache_dir=self.work_dir / "kubectl")
 
     @property
+    def pids(self) -> dict[str, int]:
+        """The PID of each process started so far, by name (running or not)."""
+        return {p.name: p.pid for p in (self._etcd, self._apiserver) if p is not None and p.pid}
+
+    @property
+    def etcd_data_dir(self) -> Path | None:
+        """etcd's data folder (on tmpfs when available); None before start and after stop."""
+        return self._etcd_data_dir
+
+    @property
     def log_files(self) -> dict[str, Path]:
         """The log file of each process, by name."""
         return {p.name: p.log_path for p in (self._etcd, self._apiserver) if p is not None}
