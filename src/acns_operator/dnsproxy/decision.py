@@ -47,6 +47,9 @@ UNKNOWN = Decision(Verdict.UNKNOWN_ENDPOINT)
 # their integer form instead of converting on every query.
 _ADDRESS_CACHE: dict[str, tuple[int, int]] = {}
 _ADDRESS_CACHE_MAX = 4096
+# Decisions per rule set: DNS traffic repeats the same few names, so most queries are
+# decided by one dict lookup. Cleared when full, which bounds it against random names.
+MEMO_MAX = 65_536
 
 
 def address_key(ip: str) -> tuple[int, int]:
@@ -90,6 +93,27 @@ def decide(
 
     ``protocol`` is the IP protocol number (17 UDP, 6 TCP).
     """
+    key = (src_ip, dst_ip, dst_port, protocol, qname, search_suffix_help)
+    memo = rules.memo
+    known: Decision | None = memo.get(key)
+    if known is not None:
+        return known
+    decision = _decide(rules, src_ip, dst_ip, dst_port, protocol, qname, search_suffix_help)
+    if len(memo) >= MEMO_MAX:
+        memo.clear()
+    memo[key] = decision
+    return decision
+
+
+def _decide(
+    rules: RuleSet,
+    src_ip: str,
+    dst_ip: str,
+    dst_port: int,
+    protocol: int,
+    qname: str,
+    search_suffix_help: bool,
+) -> Decision:
     endpoint = rules.by_ip.get(src_ip)
     if endpoint is None:
         return UNKNOWN

@@ -51,9 +51,9 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -306,6 +306,8 @@ class RuleSet:
     revision: int = 0
     problems: tuple[str, ...] = ()
     """Selectors that failed validation and were left out (they allow nothing)."""
+    memo: dict[tuple[str, str, int, int, str, bool], Any] = field(default_factory=dict)
+    """Decisions already made with these rules (decision.decide fills it; bounded)."""
 
     def __len__(self) -> int:
         return len({id(ep) for ep in self.by_ip.values()})

@@ -1,11 +1,12 @@
 """Forwarding queries to the upstream DNS servers.
 
-UDP: a few long-lived sockets per address family, each bound to a random source port
-chosen by the kernel, shared by every query. Each query gets a fresh random 16-bit ID
-from :mod:`secrets` (unique among that socket's queries in flight), so an off-path
-attacker must guess port and ID. A reply is accepted only when it comes from the server
-the query went to, carries an ID in flight on that socket and echoes the question;
-anything else is counted as stray and ignored. Sockets are drained with non-blocking
+UDP: a few long-lived sockets per upstream server, each connected to it from a random
+source port chosen by the kernel, shared by every query to that server. Each query
+gets a fresh random 16-bit ID from :mod:`secrets` (unique among that socket's queries
+in flight), so an off-path attacker must guess port and ID. A reply is accepted only
+when it comes from the server the query went to (the connected socket filters that),
+carries an ID in flight on that socket and echoes the question; anything else is
+counted as stray and ignored. Sockets are drained with non-blocking
 reads from ``loop.add_reader`` (bounded per wakeup): asyncio's ``DatagramProtocol``
 reads one datagram per loop iteration and caps out near 9,000 queries/second.
 
@@ -38,13 +39,13 @@ ReplyCallback = Callable[[bytes | None], None]
 
 _DRAIN_BUDGET = 256  # datagrams read per wakeup before yielding to the loop
 _MAX_UDP = 65535
+_MAX_SERVERS = 256  # distinct upstream servers with their own sockets (DNS Services: few)
 
 
 @dataclass(slots=True)
 class _Pending:
     deadline: float
     query: wire.Query
-    server: tuple[str, int]
     callback: ReplyCallback
 
 
@@ -71,8 +72,8 @@ class UdpUpstream:
         self._timeout = timeout
         self._max_inflight = max_inflight
         self._clock = clock
-        # per address family: (socket, its in-flight table keyed by upstream ID)
-        self._pool: dict[int, list[tuple[socket.socket, dict[int, _Pending]]]] = {}
+        # per upstream server: connected sockets, each with its in-flight table by ID
+        self._pool: dict[tuple[str, int], list[tuple[socket.socket, dict[int, _Pending]]]] = {}
         self._inflight: list[dict[int, _Pending]] = []
         self._next = 0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -94,24 +95,47 @@ class UdpUpstream:
         """Queries sent and not yet answered or expired."""
         return sum(len(table) for table in self._inflight)
 
-    def _family_pool(self, family: int) -> list[tuple[socket.socket, dict[int, _Pending]]]:
-        pool = self._pool.get(family)
-        if pool is None:
-            pool = []
+    def _server_pool(
+        self, server: tuple[str, int]
+    ) -> list[tuple[socket.socket, dict[int, _Pending]]]:
+        pool = self._pool.get(server)
+        if pool is not None:
+            return pool
+        if len(self._pool) >= _MAX_SERVERS:
+            self._evict_idle_pool()
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        pool = []
+        try:
             for _ in range(self._count):
                 sock = socket.socket(family, socket.SOCK_DGRAM)
+                pool.append((sock, {}))
                 sock.setblocking(False)
-                # port 0: the kernel picks a random ephemeral port
-                sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))  # noqa: S104
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-                table: dict[int, _Pending] = {}
-                self._inflight.append(table)
-                self._loop.add_reader(sock.fileno(), self._on_readable, sock, table)
-                pool.append((sock, table))
-            self._pool[family] = pool
-            if self._sweeper is None:
-                self._schedule_sweep()
+                # connect(): the kernel picks a random ephemeral source port, filters
+                # replies to this server's address and port, and skips a route lookup
+                # per datagram
+                sock.connect(server)
+        except OSError as exc:
+            for sock, _table in pool:
+                sock.close()
+            raise UpstreamError(f"cannot open sockets to {server[0]}:{server[1]}: {exc}") from exc
+        for sock, table in pool:
+            self._inflight.append(table)
+            self._loop.add_reader(sock.fileno(), self._on_readable, sock, table)
+        self._pool[server] = pool
+        if self._sweeper is None:
+            self._schedule_sweep()
         return pool
+
+    def _evict_idle_pool(self) -> None:
+        for server, pool in list(self._pool.items()):
+            if all(not table for _sock, table in pool):
+                del self._pool[server]
+                for sock, table in pool:
+                    self._inflight.remove(table)
+                    self._loop.remove_reader(sock.fileno())
+                    sock.close()
+                return
 
     def send(self, query: wire.Query, server: tuple[str, int], callback: ReplyCallback) -> None:
         """Forward ``query`` to ``server``; ``callback`` gets the reply or None on timeout.
@@ -121,8 +145,7 @@ class UdpUpstream:
         """
         if self._closed:
             raise UpstreamError("upstream closed")
-        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
-        pool = self._family_pool(family)
+        pool = self._pool.get(server) or self._server_pool(server)
         self._next = (self._next + 1) % len(pool)
         sock, table = pool[self._next]
         if len(table) * len(pool) >= self._max_inflight:
@@ -131,15 +154,15 @@ class UdpUpstream:
         while msg_id in table:
             msg_id = self._random_id()
         try:
-            sock.sendto(wire.with_id(query.raw, msg_id), server)
+            sock.send(wire.with_id(query.raw, msg_id))
         except OSError as exc:
             raise UpstreamError(f"cannot send to {server[0]}:{server[1]}: {exc}") from exc
-        table[msg_id] = _Pending(self._clock() + self._timeout, query, server, callback)
+        table[msg_id] = _Pending(self._clock() + self._timeout, query, callback)
 
     def _on_readable(self, sock: socket.socket, table: dict[int, _Pending]) -> None:
         for _ in range(_DRAIN_BUDGET):
             try:
-                data, addr = sock.recvfrom(_MAX_UDP)
+                data = sock.recv(_MAX_UDP)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -148,17 +171,13 @@ class UdpUpstream:
             if len(data) < wire.HEADER_LEN:
                 self._metrics.upstream_stray_replies += 1
                 continue
-            msg_id = (data[0] << 8) | data[1]
-            pending = table.get(msg_id)
-            if (
-                pending is None
-                or addr[0] != pending.server[0]
-                or addr[1] != pending.server[1]
-                or not wire.question_matches(pending.query, data)
-            ):
+            pending = table.get((data[0] << 8) | data[1])
+            # the connected socket only receives from the server; the ID and the
+            # question must match too
+            if pending is None or not wire.question_matches(pending.query, data):
                 self._metrics.upstream_stray_replies += 1
                 continue
-            del table[msg_id]
+            del table[(data[0] << 8) | data[1]]
             pending.callback(wire.with_id(data, pending.query.id))
 
     def _schedule_sweep(self) -> None:
