@@ -122,7 +122,11 @@ def _parse_json(text: str, source: str) -> list[tuple[Document, Node | None]]:
 
 def _parse_yaml(text: str, source: str) -> list[tuple[Document, Node | None]]:
     documents: list[tuple[Document, Node | None]] = []
-    loader = _KubernetesLoader(text)
+    try:
+        # The reader checks for unprintable characters as soon as it is built.
+        loader = _KubernetesLoader(text)
+    except yaml.YAMLError as exc:
+        raise DocumentError(source, f"invalid YAML: {exc}") from None
     try:
         index = 0
         while loader.check_node():
