@@ -54,6 +54,7 @@ _G = "[-a-zA-Z0-9_]"
 _NAME_SHAPE = re.compile(r"[-a-zA-Z0-9_.]*")
 _STAR_RUN = re.compile(r"[*]+")
 _MULTILEVEL_PREFIX = re.compile(r"[*]{2,}[.]")
+_NEVER = re.compile(r"(?!)")  # a bucket's combined regex until it is sealed
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,7 @@ class _Bucket:
     indices: list[int] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     regexes: list[re.Pattern[str]] = field(default_factory=list)
-    combined: re.Pattern[str] | None = None
+    combined: re.Pattern[str] = _NEVER
 
     def add(self, index: int, regex: str) -> None:
         self.indices.append(index)
@@ -150,7 +151,6 @@ class _Bucket:
         self.combined = re.compile("|".join(f"(?:{source})" for source in self.sources))
 
     def any_match(self, name: str) -> bool:
-        assert self.combined is not None
         return self.combined.fullmatch(name) is not None
 
     def collect(self, name: str, out: list[int]) -> None:
