@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import click
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from acns_operator.api.documents import Document
 from acns_operator.api.findings import ERROR, Finding
@@ -200,6 +201,8 @@ def _settings(
         overrides["allow_multilevel_prefix"] = multilevel_prefix
     try:
         return PolicySettings(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(f"invalid policy settings in the environment: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
