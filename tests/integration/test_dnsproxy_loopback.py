@@ -428,7 +428,12 @@ async def _query_loop(
         name = names[index % len(names)]
         index += 1
         answer = await query(server, name, wait=1.0, tcp=index % 10 == 0)
-        results.append((answer.rcode, answer.received_at))
+        results.append(
+            (
+                answer.rcode or ("tcp-timeout" if index % 10 == 0 else "udp-timeout"),
+                answer.received_at,
+            )
+        )
         await asyncio.sleep(0.001)
 
 

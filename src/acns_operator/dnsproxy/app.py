@@ -5,10 +5,11 @@ upstream pool, bind the UDP and TCP listeners with SO_REUSEPORT (a second proxy 
 same port shares the load during a rolling update), connect to the agent in the
 background, serve ``/metrics``, ``/healthz`` and ``/readyz``.
 
-Stop (SIGTERM, SIGINT or the injected ``shutdown`` event): not ready; each UDP
-listener handles what is already queued and closes, so the kernel sends new queries to
-the other proxy; TCP stops accepting and closes idle connections; queries in flight
-(upstream and agent holds) get up to ``shutdown_grace`` seconds; then everything closes.
+Stop (SIGTERM, SIGINT or the injected ``shutdown`` event): not ready; the UDP
+listener leaves the SO_REUSEPORT group (so the kernel sends new queries to the other
+proxy) but keeps its socket to answer what it already has; TCP accepts what the kernel
+completed, stops accepting and closes idle connections; queries in flight (upstream,
+agent holds, TCP) get up to ``shutdown_grace`` seconds; then everything closes.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ class ProxyApp:
         self.ready = False
         grace = self.settings.shutdown_grace
         if self.udp is not None:
-            self.udp.drain()
+            self.udp.leave_group()
         if self.tcp is not None:
             self.tcp.stop_accepting()
         deadline = time.monotonic() + grace

@@ -424,14 +424,27 @@ class UdpListener:
                 # never let one query take the listener down
                 log.exception("internal error handling a UDP query from %s", client[0])
 
-    def drain(self) -> None:
-        """Handle every datagram already queued, then stop reading (graceful stop)."""
+    def leave_group(self) -> None:
+        """Stop receiving new queries but keep the socket for replies (graceful stop).
+
+        Closing the socket would drop the queries already queued on it and leave the
+        replies of queries in flight nowhere to go out from. Instead it is connected
+        to a peer that never sends (the discard port): the kernel skips connected
+        sockets when it spreads datagrams over a SO_REUSEPORT group (Linux >= 5.x), so
+        new queries go to the other proxy, while ``sendto`` still reaches any client.
+        For a wildcard listener the connect pins replies to 127.0.0.1; redirected
+        queries are unaffected (they are answered from their original destination).
+        """
+        peer = "127.0.0.1" if self._wildcard else self._bound[0]
+        try:
+            self.sock.connect((peer, 9))
+        except OSError as exc:
+            log.warning("cannot leave the SO_REUSEPORT group (%s); closing the listener", exc)
+            self._on_readable()
+            self.close()
+            return
+        # what the kernel queued before the connect is still ours to answer
         self._on_readable()
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self.sock.fileno())
-        self.active = False
-        self._on_readable()
-        self.sock.close()
 
     def _handle(
         self, data: bytes, client: tuple[str, int], origdst: tuple[str, int] | None
@@ -516,7 +529,7 @@ class UdpListener:
         return sock
 
     def close(self) -> None:
-        """Close the listener and the reply sockets."""
+        """Close the listener and the reply sockets (queries in flight lose their reply)."""
         if self.active:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self.sock.fileno())
@@ -557,8 +570,12 @@ class TcpListener:
         policy_server = (local[0], local[1]) if redirected else proxy.options.upstream
         target = proxy.options.upstream or policy_server
         upstream = TcpUpstream(target, proxy.options.upstream_timeout) if target else None
+        # a new connection counts as busy until its first answer: a graceful stop
+        # must not cut a client that connected but has not been answered yet
+        self._busy.add(task)
+        served = 0
         try:
-            while not self.stopping:
+            while not (self.stopping and served):
                 try:
                     data = await read_framed(reader)
                 except AcnsError:
@@ -576,10 +593,12 @@ class TcpListener:
                 finally:
                     proxy.tcp_inflight -= 1
                     self._busy.discard(task)
+                    served += 1
         except (ConnectionError, OSError):
             pass
         finally:
             self._connections.discard(task)
+            self._busy.discard(task)
             if upstream is not None:
                 await upstream.close()
             writer.close()
@@ -616,10 +635,26 @@ class TcpListener:
         return out
 
     def stop_accepting(self) -> None:
-        """Close the listening socket; open connections finish their current query."""
+        """Close the listening socket; open connections finish their current query.
+
+        Connections the kernel already completed are accepted first (closing the
+        socket would reset them); with ``net.ipv4.tcp_migrate_req=1`` the kernel also
+        hands half-open ones to the other proxy in the SO_REUSEPORT group.
+        """
         self.stopping = True
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                break
+            conn.setblocking(False)
+            asyncio.get_running_loop().create_task(self._serve_socket(conn))
         if self._server is not None:
             self._server.close()
+
+    async def _serve_socket(self, conn: socket.socket) -> None:
+        reader, writer = await asyncio.open_connection(sock=conn)
+        await self._serve(reader, writer)
 
     @property
     def connections(self) -> int:
