@@ -79,7 +79,11 @@ def structural_schema(
     """Return the structural ``openAPIV3Schema`` of ``model``."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     definitions = raw.pop("$defs", {})
-    return _convert(raw, definitions)
+    schema = _convert(raw, definitions)
+    # The API server owns metadata: a CRD may say no more than that it is an object
+    # (not even a description).
+    schema["properties"]["metadata"] = {"type": "object"}
+    return schema
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
