@@ -257,3 +257,19 @@ def test_reading_the_table_back_recovers_programs_selectors_and_expiries() -> No
     assert observed.elements == {PAYMENTS: {"192.0.2.10": 1012.0}}
     assert endpoints == {"10.244.1.20"}
     assert with_dns == set()
+
+
+def test_a_restart_refills_adopted_sets_from_the_restored_store_and_removes_nothing() -> None:
+    clock, store, backend, datapath = setup()
+    datapath.set_programs({BACKEND_EP: backend_program()})
+    datapath.on_mapping(store.record(BACKEND_EP, "payments.example.test.", ["192.0.2.10"], 30))
+    backend.sets[PAYMENTS]["192.0.2.99"] = clock.now() + 5  # only the kernel knows it
+    restored = PolicyMapStore(clock)
+    restored.restore(store.to_state())
+    restored.record(BACKEND_EP, "payments.example.test.", ["192.0.2.11"], 60)
+    again = Datapath(backend, restored, clock)
+    again.adopt(backend.observe())
+    update = again.refill_from_store()
+    assert update.removed_elements == []
+    assert (PAYMENTS, "192.0.2.11", clock.now() + 60) in update.elements
+    assert set(backend.sets[PAYMENTS]) == {"192.0.2.10", "192.0.2.11", "192.0.2.99"}

@@ -56,7 +56,7 @@ def test_the_snapshot_carries_raw_addresses_rules_and_their_source() -> None:
     ]
 
 
-def test_conntrack_listings_give_the_original_direction() -> None:
+def test_conntrack_listings_give_the_original_direction_of_live_connections() -> None:
     proc = (
         "ipv4     2 tcp      6 431999 ESTABLISHED src=10.244.1.11 dst=192.0.2.10 sport=40000 "
         "dport=443 src=192.0.2.10 dst=10.244.1.11 sport=443 dport=40000 [ASSURED] mark=0 use=1\n"
@@ -65,7 +65,11 @@ def test_conntrack_listings_give_the_original_direction() -> None:
         "udp      17 29 src=10.244.1.12 dst=10.244.250.10 sport=5353 dport=53 [UNREPLIED] "
         "src=10.244.1.53 dst=10.244.1.12\n"
     )
-    assert parse_connections(proc + tool) == {
+    closed = (
+        "tcp      6 118 TIME_WAIT src=10.244.1.11 dst=192.0.2.51 sport=40001 dport=443 "
+        "src=192.0.2.51 dst=10.244.1.11 sport=443 dport=40001 [ASSURED] mark=0 use=1\n"
+    )
+    assert parse_connections(proc + tool + closed) == {
         ("10.244.1.11", "192.0.2.10"),
         ("10.244.1.12", "10.244.250.10"),
     }

@@ -155,9 +155,9 @@ class Agent:
             len(observed.fingerprints),
             len(observed.selectors),
         )
-        # What was learned while the agent was down expires from the kernel by itself;
-        # what the store still holds goes back into the adopted sets.
-        self.datapath.resync_selectors(list(self.datapath.elements))
+        # The store's entries go back into the adopted sets (with their TTLs); what the
+        # kernel holds beyond them expires by itself.
+        self.datapath.refill_from_store()
         grpc_server = await start_server(
             self.service, self.settings.grpc_socket, self.settings.grpc_tcp_port
         )

@@ -15,12 +15,19 @@ from pathlib import Path
 from acns_operator.agent.netns import NetnsRunner
 
 _ORIGINAL = re.compile(r"\bsrc=(\S+)\s+dst=(\S+)")
+_TCP_STATE = re.compile(r"\btcp\s+6\s+\d+\s+([A-Z_]+)\s")
+# A closed TCP connection lingers in conntrack (TIME_WAIT: two minutes) but carries
+# nothing any more: it must not keep an expired IP alive.
+CLOSED_TCP_STATES = frozenset({"TIME_WAIT", "CLOSE"})
 
 
 def parse_connections(text: str) -> set[tuple[str, str]]:
-    """(source, destination) of the original direction of every listed connection."""
+    """(source, destination) of the original direction of every live connection."""
     out: set[tuple[str, str]] = set()
     for line in text.splitlines():
+        state = _TCP_STATE.search(line)
+        if state is not None and state.group(1) in CLOSED_TCP_STATES:
+            continue
         match = _ORIGINAL.search(line)
         if match is not None:
             out.add((match.group(1), match.group(2)))

@@ -310,6 +310,18 @@ class Datapath:
         self._matcher_keys = sorted(self.elements)
         self._matcher = compile_selectors([selector_from_key(k) for k in self._matcher_keys])
 
+    def refill_from_store(self) -> DatapathUpdate:
+        """After a restart: index the restored store under every selector set and add
+        (or extend) what it holds. Nothing is removed: elements the store does not know
+        expire in the kernel by themselves."""
+        update = DatapathUpdate()
+        now = self.clock.now()
+        for key in sorted(self.elements):
+            self._fill_selector(key, update, now)
+        if update:
+            self.backend.apply(update, now)
+        return update
+
     def _fill_selector(self, key: str, update: DatapathUpdate, now: float) -> None:
         """A new selector set gets the IPs of every cached name it matches."""
         single = compile_selectors([selector_from_key(key)])
