@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import dnslib
 
 from acns_operator.errors import HarnessError
 from acns_operator.local.dnsserver import DnsZone
+from acns_operator.local.netns import Netns
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -161,18 +162,19 @@ class ProxyProcess:
         settings: Mapping[str, str],
         *,
         name: str = "dnsproxy",
-        argv_prefix: Sequence[str] = (),
+        netns: Netns | None = None,
     ) -> None:
         """``settings``: DnsProxySettings fields (lower case) to their values.
 
-        ``argv_prefix`` wraps the command (e.g. ``nsenter --net=...``).
+        With ``netns`` the proxy runs in that network namespace, and its HTTP endpoints
+        (on that namespace's loopback) are read from a thread that entered it.
         """
         self.workdir = workdir
         self.settings = dict(settings)
         self.settings.setdefault("metrics_address", "127.0.0.1")
         self.settings.setdefault("metrics_port", str(free_port()))
         self.name = name
-        self.argv_prefix = list(argv_prefix)
+        self.netns = netns
         self.log_path = workdir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -191,7 +193,7 @@ class ProxyProcess:
             env[f"ACNS_DNSPROXY_{key.upper()}"] = value
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
-                [*self.argv_prefix, acns_executable(), "dnsproxy"],
+                self._argv(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -199,6 +201,19 @@ class ProxyProcess:
                 start_new_session=True,
             )
         _wait(f"{self.name} /readyz", self.is_ready, timeout, self.log_path)
+
+    def _argv(self) -> list[str]:
+        argv = [acns_executable(), "dnsproxy"]
+        return self.netns.command(argv) if self.netns is not None else argv
+
+    def _get(self, path: str, timeout: float) -> tuple[int, str]:
+        def fetch() -> tuple[int, str]:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:  # noqa: S310 - loopback URL we built
+                return int(response.status), response.read().decode()
+
+        if self.netns is not None:
+            return self.netns.call_inside(fetch)
+        return fetch()
 
     def url(self, path: str) -> str:
         """An URL of the metrics/health server."""
@@ -212,16 +227,13 @@ class ProxyProcess:
                 + self.log_path.read_text(errors="replace")[-2000:]
             )
         try:
-            with urllib.request.urlopen(self.url("/readyz"), timeout=0.5) as response:  # noqa: S310 - loopback URL we built
-                return bool(response.status == 200)
+            return self._get("/readyz", 0.5)[0] == 200
         except OSError:
             return False
 
     def metrics(self) -> str:
         """The ``/metrics`` text."""
-        with urllib.request.urlopen(self.url("/metrics"), timeout=2) as response:  # noqa: S310 - loopback URL we built
-            text: str = response.read().decode()
-            return text
+        return self._get("/metrics", 2.0)[1]
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample of ``/metrics`` (0 when absent)."""
