@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from acns_operator.dnsproxy import decision as decision_module
 from acns_operator.dnsproxy import rules
 from acns_operator.dnsproxy.decision import Verdict, decide
 from acns_operator.errors import InputError
@@ -185,3 +186,18 @@ def test_one_thousand_policies_compile_into_one_matcher_per_server_group() -> No
     assert decision.verdict is Verdict.ALLOWED
     assert decision.rule is not None
     assert decision.rule == endpoint.sources[999]
+
+
+def test_a_repeated_query_is_decided_from_the_memo_which_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ruleset = rules.compile_snapshot(snapshot())
+    first = decide(ruleset, POD, CLUSTER_DNS, 53, 17, "api.example.test.")
+    again = decide(ruleset, POD, CLUSTER_DNS, 53, 17, "api.example.test.")
+    assert again is first
+    monkeypatch.setattr(decision_module, "MEMO_MAX", 3)
+    for index in range(10):
+        decide(ruleset, POD, CLUSTER_DNS, 53, 17, f"n{index}.example.test.")
+    assert len(ruleset.memo) <= 3
+    # a new rule set starts with no memory of the old one's decisions
+    assert rules.compile_snapshot(snapshot(match_names=[], match_patterns=[])).memo == {}
