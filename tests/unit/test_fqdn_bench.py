@@ -99,4 +99,6 @@ def test_time_batches_gives_one_per_operation_sample_per_repeat() -> None:
     distribution = time_batches(lambda: calls.append(1), operations=4, repeats=6, warmup=2)
     assert len(calls) == 8
     assert len(distribution.samples_ns) == 6
+    assert len(distribution.cpu_samples_ns) == 6
+    assert distribution.cpu_median_us >= 0
     assert distribution.min_us <= distribution.median_us <= distribution.p99_us
