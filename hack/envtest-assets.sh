@@ -19,7 +19,8 @@
 # stderr; the last line on stdout is the assets folder, so that
 #   export KUBEBUILDER_ASSETS=$(make -s envtest | tail -1)
 # works. Measured cold build (empty Go caches, 2 cores): ~6.5 minutes for
-# kube-apiserver + etcd + helm, plus ~2 minutes for kubectl.
+# kube-apiserver + etcd + helm and ~1 more for kubectl on idle cores; 13.6 minutes for
+# all four on a machine busy with other jobs. The Go caches take ~4.5 GB.
 set -euo pipefail
 
 K8S_VERSION="${ACNS_K8S_VERSION:-v1.34.4}"
