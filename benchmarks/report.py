@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -85,12 +87,29 @@ def render_markdown(records: dict[str, Record]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _replace(path: Path, text: str) -> None:
+    # Write beside, then rename: a reader never sees half a file.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
 def write_reports(records: Iterable[Record], docs: Path) -> dict[str, Record]:
-    """Merge ``records`` into ``docs/benchmarks.json`` and regenerate the Markdown."""
-    json_path = docs / "benchmarks.json"
-    merged = merge_records(load_records(json_path), records)
+    """Merge ``records`` into ``docs/benchmarks.json`` and regenerate the Markdown.
+
+    Benchmarks may finish at the same time in different processes (engineers share
+    the checkout), so read-merge-write happens under an exclusive lock.
+    """
     docs.mkdir(parents=True, exist_ok=True)
-    document = {name: record.to_json() for name, record in merged.items()}
-    json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    (docs / "benchmarks.md").write_text(render_markdown(merged), encoding="utf-8")
+    json_path = docs / "benchmarks.json"
+    # The lock is on the folder itself, so no lock file is left behind to ignore.
+    folder = os.open(docs, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        merged = merge_records(load_records(json_path), records)
+        document = {name: record.to_json() for name, record in merged.items()}
+        _replace(json_path, json.dumps(document, indent=2) + "\n")
+        _replace(docs / "benchmarks.md", render_markdown(merged))
+    finally:
+        os.close(folder)  # closing releases the lock
     return merged
