@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import http.client
+import json
 import socket
 import ssl
 import time
@@ -22,7 +24,7 @@ import yaml
 from cryptography import x509
 
 from acns_operator.local.controlplane import ControlPlane, free_port
-from acns_operator.local.kube import ApiClient, Kubectl
+from acns_operator.local.kube import ApiClient, Kubectl, create_namespace
 from acns_operator.operator.certs import renew
 from acns_operator.operator.process import OperatorProcess
 from acns_operator.operator.status import to_condition_message
@@ -41,6 +43,7 @@ from tests.integration.operator_support import (
     make_operator_env,
     policy_path,
     relocate,
+    valid_condition,
     wait_condition,
     wait_for,
     wait_synced,
@@ -217,6 +220,37 @@ def _secret(api: ApiClient, env: OperatorEnv) -> dict[str, bytes]:
     return {key: base64.b64decode(value) for key, value in data.items()}
 
 
+def _review(port: int, ca: bytes, obj: dict[str, Any]) -> dict[str, Any]:
+    """POST one AdmissionReview straight to a replica; the review's response part."""
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "direct",
+            "kind": {"group": "cilium.io", "version": "v2", "kind": obj["kind"]},
+            "resource": {
+                "group": "cilium.io",
+                "version": "v2",
+                "resource": "ciliumnetworkpolicies",
+            },
+            "namespace": obj["metadata"]["namespace"],
+            "name": obj["metadata"]["name"],
+            "operation": "CREATE",
+            "userInfo": {"username": "direct-test"},
+            "object": obj,
+        },
+    }
+    context = ssl.create_default_context(cadata=ca.decode())
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json"}
+        connection.request("POST", "/validate-cnp", json.dumps(review), headers)
+        answer: dict[str, Any] = json.loads(connection.getresponse().read())["response"]
+    finally:
+        connection.close()
+    return answer
+
+
 def _denied(kubectl: Kubectl, namespace: str) -> bool:
     probe = yaml.safe_dump(relocate(BAD, namespace))
     result = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=probe)
@@ -242,8 +276,12 @@ def test_two_replicas_elect_one_writer_both_serve_and_the_other_takes_over_after
         b.wait_ready()
         wait_for("one leader", lambda: a.metric("acns_operator_leader") == 1)
         assert b.metric("acns_operator_leader") == 0
-        # Both replicas serve the same certificate (one CA in the shared Secret).
+        # Both replicas serve the same certificate (one CA in the shared Secret) and
+        # answer reviews: in a cluster the Service spreads them over both.
         assert _served_certificate(port_a) == _served_certificate(port_b)
+        ca = _secret(k8s_api, env)["ca.crt"]
+        for port in (port_a, port_b):
+            assert _review(port, ca, relocate(BAD, k8s_namespace))["allowed"] is False
         wait_for("the webhook", lambda: _denied(kubectl, k8s_namespace))
         good = relocate(GOOD, k8s_namespace)
         apply(kubectl, good)
@@ -414,3 +452,29 @@ def test_the_operator_keeps_its_secret_and_lease_access_to_its_own_namespace(
     )
     elsewhere = ["-n", k8s_namespace, f"--as={who}"]
     assert kubectl.run("auth", "can-i", "create", "leases", *elsewhere).stdout.strip() == "no"
+
+
+def test_an_operator_limited_to_some_namespaces_admits_and_writes_only_there(
+    operator_env: OperatorEnv, k8s_api: ApiClient, kubectl: Kubectl, k8s_namespace: str
+) -> None:
+    outside = create_namespace(k8s_api, prefix="not-watched")
+    process = operator_env.process(
+        "--namespace", k8s_namespace, name="namespaced", webhook_port=free_port()
+    )
+    process.start()
+    try:
+        process.wait_ready()
+        wait_for("the webhook", lambda: _denied(kubectl, k8s_namespace))
+        assert _denied(kubectl, k8s_namespace)
+        assert not _denied(kubectl, outside)  # the namespace selector skips it
+        inside_good = relocate(GOOD, k8s_namespace)
+        outside_bad = relocate(BAD, outside)
+        apply(kubectl, inside_good)
+        apply(kubectl, outside_bad)
+        wait_condition(k8s_api, inside_good, "True")
+        time.sleep(1)
+        assert valid_condition(k8s_api.get(policy_path(outside_bad))) is None
+        assert process.metric("acns_policies", namespace=outside) == 0
+        assert process.metric("acns_policies", namespace=k8s_namespace) == 1
+    finally:
+        stop_cleanly(process)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,12 @@ from click.testing import CliRunner
 
 from acns_operator.cli import cli
 from acns_operator.errors import ConfigurationError
-from acns_operator.operator.runner import build_kopf_settings, check_settings
+from acns_operator.operator.runner import (
+    DenialLogFilter,
+    build_kopf_settings,
+    check_settings,
+    install_log_filters,
+)
 from acns_operator.operator.validation import make_judge
 from acns_operator.settings import OperatorSettings, PolicySettings
 
@@ -105,3 +111,16 @@ def test_an_object_that_does_not_parse_is_blocked_with_the_parse_error() -> None
     judgement = make_judge(PolicySettings())(body)
     assert judgement.verdict == "blocked"
     assert any("egress" in issue.describe() for issue in judgement.errors)
+
+
+def test_kopfs_error_line_for_each_denial_is_filtered_but_real_errors_are_kept() -> None:
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.ERROR, "x", 1, message, None, None)
+
+    keep = DenialLogFilter()
+    assert not keep.filter(record("Webhook 'validate-cnp' failed permanently: blocked"))
+    assert keep.filter(record("Handler 'observe-ciliumnetworkpolicies' failed with an exception"))
+    install_log_filters()
+    install_log_filters()
+    filters = logging.getLogger("kopf.objects").filters
+    assert sum(isinstance(f, DenialLogFilter) for f in filters) == 1

@@ -14,6 +14,8 @@ from acns_operator.operator.kube import KubeApiError
 from acns_operator.operator.memory import MemoryKubeApi
 from acns_operator.operator.metrics import OperatorMetrics
 from acns_operator.operator.reconciler import PolicyKey, Reconciler
+from acns_operator.operator.validation import make_judge
+from acns_operator.settings import PolicySettings
 
 CNP_PATH = "/apis/cilium.io/v2/namespaces/ns/ciliumnetworkpolicies"
 EVENTS = "/api/v1/namespaces/ns/events"
@@ -258,3 +260,27 @@ async def test_losing_leadership_stops_pending_retries() -> None:
 def test_policy_keys_of_cluster_scoped_objects_have_an_empty_namespace() -> None:
     body = {"kind": "CiliumClusterwideNetworkPolicy", "metadata": {"name": "c"}}
     assert PolicyKey.from_body(body) == PolicyKey("CiliumClusterwideNetworkPolicy", "", "c")
+
+
+async def test_a_malformed_object_gets_valid_false_with_the_parse_error_and_nothing_crashes() -> (
+    None
+):
+    api, clock = MemoryKubeApi(), Clock()
+    reconciler = Reconciler(
+        client=api,
+        judge=make_judge(PolicySettings()),
+        metrics=OperatorMetrics(CollectorRegistry()),
+        component="acns-operator",
+        instance="test-1",
+        clock=clock,
+    )
+    reconciler.lead()
+    body = store_policy(api, "garbage", {})
+    body["spec"] = {"egress": "not a list", "endpointSelector": 7}
+    api.objects[f"{CNP_PATH}/garbage"]["spec"] = body["spec"]
+    await run(reconciler, body)
+    condition = stored(api, "garbage")["status"]["conditions"][0]
+    assert condition["status"] == "False"
+    assert "spec.egress" in condition["message"]
+    assert "spec.endpointSelector" in condition["message"]
+    assert len(events(api)) == 1

@@ -14,6 +14,7 @@ Errors of the project's hierarchy are mapped to kopf's here, at the boundary.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,6 +26,8 @@ from acns_operator.operator.connection import Connection
 from acns_operator.operator.judgement import Judge
 from acns_operator.operator.manifests import GROUP, RESOURCES, VERSION
 from acns_operator.operator.reconciler import Reconciler
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,13 @@ def build_registry(deps: HandlerDeps) -> kopf.OperatorRegistry:
             raise kopf.AdmissionError(f"acns-operator could not judge it: {exc}", code=500) from exc
         warnings.extend(decision.warnings)
         if not decision.allowed:
+            logger.info(
+                "denied %s %s/%s: %d error(s)",
+                operation,
+                body.metadata.namespace or "-",
+                body.metadata.name,
+                len(judgement.errors),
+            )
             raise kopf.AdmissionError(decision.message, code=DENIAL_CODE)
 
     async def observe(event: kopf.RawEvent, **_: Any) -> None:

@@ -66,6 +66,24 @@ def check_settings(settings: OperatorSettings) -> None:
         webhook_base_url(settings)  # raises when the API server could not reach it
 
 
+class DenialLogFilter(logging.Filter):
+    """Drops kopf's ERROR record for every denied admission: a denial is the webhook
+    doing its job (counted in the metrics and logged by our handler at INFO), not a
+    failure of the operator."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep everything except kopf's "Webhook ... failed permanently" lines."""
+        message = record.getMessage()
+        return not (message.startswith("Webhook '") and "failed permanently" in message)
+
+
+def install_log_filters() -> None:
+    """Attach :class:`DenialLogFilter` to kopf's per-object logger, once."""
+    kopf_objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, DenialLogFilter) for f in kopf_objects.filters):
+        kopf_objects.addFilter(DenialLogFilter())
+
+
 def default_identity() -> str:
     """Host name (the pod name in a cluster) plus a random suffix, unique per start."""
     return f"{socket.gethostname()}_{secrets.token_hex(4)}"
@@ -138,6 +156,7 @@ async def run_operator(
 ) -> None:
     """Run the operator until ``stop`` is set (or a signal stops kopf)."""
     check_settings(settings)
+    install_log_filters()
     connection = connection or load_connection(settings.kubeconfig, settings.context)
     identity = settings.identity or default_identity()
     metrics = OperatorMetrics(registry if registry is not None else CollectorRegistry())
