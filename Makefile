@@ -50,9 +50,10 @@ test-unit: venv ## Run the fast unit tests only (no root, no control plane; < 1 
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and import-linter
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/mypy benchmarks
 	$(BIN)/lint-imports
 
 .PHONY: fmt
