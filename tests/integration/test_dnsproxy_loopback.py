@@ -32,7 +32,9 @@ ALLOWED_NAMES = ["payments.example.test", "big.example.test", "www.example.test"
 ALLOWED_PATTERNS = ["*.example.test"]
 
 
-def snapshot(revision: int = 1, *, names: list[str] | None = None) -> rules.SnapshotModel:
+def snapshot(
+    revision: int = 1, *, names: list[str] | None = None, search_suffixes: list[str] | None = None
+) -> rules.SnapshotModel:
     return rules.SnapshotModel.model_validate(
         {
             "revision": revision,
@@ -44,6 +46,7 @@ def snapshot(revision: int = 1, *, names: list[str] | None = None) -> rules.Snap
                     "ips": ["127.0.0.1"],
                     "namespace": "shop",
                     "pod_name": "backend-0",
+                    "search_suffixes": search_suffixes or [],
                     "rules": [
                         {
                             "match_names": ALLOWED_NAMES if names is None else names,
@@ -274,6 +277,42 @@ async def test_a_denied_query_logs_one_json_line_naming_pod_namespace_name_and_p
     assert entry["qtype"] == "AAAA"
     assert entry["policies"] == ["shop/backend-egress"]
     assert entry["rcode"] == "REFUSED"
+
+
+async def test_musl_search_suffix_help_lets_an_allowed_name_plus_a_search_suffix_reach_the_resolver(
+    upstream: LoopbackDnsmasq, tmp_path: Path
+) -> None:
+    suffixes = ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    rules.save_snapshot(snapshot(search_suffixes=suffixes), tmp_path / "snapshot.json")
+    proxy = ProxyProcess(
+        tmp_path,
+        {
+            "listen_address": "127.0.0.1",
+            "port": str(free_port()),
+            "upstream": upstream.address,
+            "agent_address": "",
+            "rules_file": str(tmp_path / "snapshot.json"),
+            "transparent": "false",
+            "search_suffix_help": "true",
+            "reject_response_code": "nameError",
+        },
+    )
+    await asyncio.to_thread(proxy.start)
+    try:
+        server = address(proxy)
+        walked = [await query(server, f"payments.example.test.{suffix}") for suffix in suffixes]
+        final = await query(server, "payments.example.test")
+        foreign = await query(server, "www.other.test.shop.svc.cluster.local")
+        # the resolver answered (NXDOMAIN): musl walks on instead of giving up on REFUSED
+        assert [answer.rcode for answer in walked] == ["NXDOMAIN"] * 3
+        assert upstream.queried("payments.example.test.shop.svc.cluster.local")
+        assert final.addresses == ["192.0.2.10"]
+        # not allowed with or without the suffix: denied, here with NXDOMAIN (nameError)
+        assert foreign.rcode == "NXDOMAIN"
+        assert not upstream.queried("www.other.test.shop.svc.cluster.local")
+        assert proxy.metric("cilium_policy_l7_total", rule="denied", proxy_type="fqdn") == 1
+    finally:
+        await asyncio.to_thread(proxy.stop)
 
 
 # ------------------------------------------------------------------ with an agent
