@@ -6,8 +6,12 @@ namespace of the session's control plane.
 
 from __future__ import annotations
 
+import base64
 import copy
+import http.server
 import json
+import ssl
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -234,3 +238,98 @@ def test_a_minted_service_account_identity_gets_exactly_what_its_cluster_role_gr
     user = json.loads(whoami.stdout)["status"]["userInfo"]
     assert user["username"] == f"system:serviceaccount:{k8s_namespace}:acns-operator"
     assert f"system:serviceaccounts:{k8s_namespace}" in user["groups"]
+
+
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    """Denies ConfigMaps that carry a ``forbidden`` key; warns on every other one."""
+
+    def do_POST(self) -> None:
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        request = review["request"]
+        denied = "forbidden" in (request["object"].get("data") or {})
+        response: dict[str, Any] = {"uid": request["uid"], "allowed": not denied}
+        if denied:
+            response["status"] = {"code": 403, "message": "data.forbidden: not on my watch"}
+        else:
+            response["warnings"] = ["checked by the loopback webhook"]
+        body = json.dumps({**review, "response": response}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: pytest captures stderr, and the test asserts on kubectl's output."""
+
+
+def test_an_admission_webhook_on_loopback_is_called_and_kubectl_shows_its_answer(
+    control_plane: ControlPlane, k8s_api: ApiClient, kubectl: Kubectl, k8s_namespace: str
+) -> None:
+    ca = control_plane.certificate_authority
+    cert_file, key_file = ca.issue_server("webhook").write(control_plane.work_dir, "webhook")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert_file), str(key_file))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    name = f"{k8s_namespace}-webhook"
+    k8s_api.patch(
+        f"/api/v1/namespaces/{k8s_namespace}", {"metadata": {"labels": {"webhook-test": name}}}
+    )
+    try:
+        k8s_api.create(
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            {
+                "metadata": {"name": name},
+                "webhooks": [
+                    {
+                        "name": "configmaps.acns.test",
+                        "clientConfig": {
+                            "url": f"https://127.0.0.1:{server.server_address[1]}/validate",
+                            "caBundle": base64.b64encode(ca.cert_pem).decode(),
+                        },
+                        "rules": [
+                            {
+                                "apiGroups": [""],
+                                "apiVersions": ["v1"],
+                                "operations": ["CREATE", "UPDATE"],
+                                "resources": ["configmaps"],
+                            }
+                        ],
+                        # Only this test's namespace: the control plane is shared.
+                        "namespaceSelector": {"matchLabels": {"webhook-test": name}},
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "failurePolicy": "Fail",
+                        "timeoutSeconds": 5,
+                    }
+                ],
+            },
+        )
+        manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\ndata: {%s: x}\n"
+        # The webhook is live once the API server has loaded the configuration.
+        deadline = time.monotonic() + 10
+        while True:
+            allowed = kubectl.apply(manifest % ("ok", "fine"), namespace=k8s_namespace)
+            if "Warning: checked by the loopback webhook" in allowed.stderr:
+                break
+            assert time.monotonic() < deadline, f"the webhook was never called: {allowed}"
+            time.sleep(0.2)
+        denied = kubectl.apply(
+            manifest % ("bad", "forbidden"), namespace=k8s_namespace, check=False
+        )
+        assert denied.returncode == 1
+        assert "denied the request: data.forbidden: not on my watch" in denied.stderr
+        assert (
+            k8s_api.request("GET", f"/api/v1/namespaces/{k8s_namespace}/configmaps/bad").status
+            == 404
+        )
+    finally:
+        k8s_api.request(
+            "DELETE",
+            f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}",
+        )
+        server.shutdown()
+        server.server_close()
