@@ -13,7 +13,9 @@ import ipaddress
 import json
 import socket
 import struct
+import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -524,3 +526,69 @@ async def test_two_proxies_share_one_port_and_a_sigterm_restart_of_each_loses_no
         assert "dnsproxy stopped" in old.log()
     finally:
         await asyncio.to_thread(replacement.stop)
+
+
+# ------------------------------------------------------------------ Prometheus
+
+
+def test_promtool_finds_nothing_to_lint_in_the_metrics(standalone: ProxyProcess) -> None:
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=standalone.metrics(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_real_prometheus_scrapes_the_proxy(standalone: ProxyProcess, tmp_path: Path) -> None:
+    await query(address(standalone), "payments.example.test")
+    web_port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: dnsproxy\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{standalone.settings['metrics_port']}']}}]\n"
+    )
+    log = (tmp_path / "prometheus.log").open("wb")
+    prometheus = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{web_port}",
+        ],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    url = (
+        f"http://127.0.0.1:{web_port}/api/v1/query?query="
+        "cilium_policy_l7_total%7Brule%3D%22forwarded%22%2Cproxy_type%3D%22fqdn%22%7D"
+    )
+    try:
+        value = 0.0
+        deadline = time.monotonic() + 30
+        while value < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                body = _fetch(url)
+            except OSError:
+                continue
+            found = json.loads(body)["data"]["result"]
+            if found:
+                value = float(found[0]["value"][1])
+        assert value >= 1
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=10)
+        log.close()
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
+        text: str = response.read().decode()
+        return text
