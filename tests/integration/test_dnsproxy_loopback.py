@@ -544,7 +544,8 @@ def test_promtool_finds_nothing_to_lint_in_the_metrics(standalone: ProxyProcess)
 
 
 def test_a_real_prometheus_scrapes_the_proxy(standalone: ProxyProcess, tmp_path: Path) -> None:
-    await query(address(standalone), "payments.example.test")
+    host, port = address(standalone)
+    dnslib.DNSRecord.question("payments.example.test").send(host, port, timeout=2)
     web_port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
