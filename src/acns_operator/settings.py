@@ -353,7 +353,10 @@ class OperatorSettings(BaseSettings):
     tls_check_interval: float = Field(
         default=60.0,
         gt=0,
-        description="How often the TLS Secret is re-read (rotation, cert-manager renewals).",
+        description=(
+            "How often the TLS Secret is re-read (rotation, cert-manager renewals) and the "
+            "ValidatingWebhookConfiguration checked (and restored if it was changed)."
+        ),
     )
     health_host: str = Field(
         default="0.0.0.0",  # noqa: S104 - kubelet probes and Prometheus scrape the pod IP

@@ -478,3 +478,24 @@ def test_an_operator_limited_to_some_namespaces_admits_and_writes_only_there(
         assert process.metric("acns_policies", namespace=k8s_namespace) == 1
     finally:
         stop_cleanly(process)
+
+
+def test_a_deleted_webhook_configuration_is_registered_again(
+    operator_env: OperatorEnv, k8s_api: ApiClient, kubectl: Kubectl, k8s_namespace: str
+) -> None:
+    process = operator_env.process(
+        name="re-register",
+        webhook_port=free_port(),
+        env={"ACNS_OPERATOR_TLS_CHECK_INTERVAL": "1"},
+    )
+    process.start()
+    try:
+        process.wait_ready()
+        first = wait_for("the registration", lambda: get_or_none(k8s_api, VWC))
+        k8s_api.delete(VWC)
+        again = wait_for("the registration to come back", lambda: get_or_none(k8s_api, VWC))
+        assert again["metadata"]["uid"] != first["metadata"]["uid"]
+        wait_for("the webhook", lambda: _denied(kubectl, k8s_namespace))
+    finally:
+        stop_cleanly(process)
+    assert get_or_none(k8s_api, VWC) is None

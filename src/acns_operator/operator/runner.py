@@ -130,18 +130,26 @@ class _Tasks:
                 await task
 
 
-async def _register_when_serving(
-    server: AdmissionServer, register: Callable[[bytes], Awaitable[None]], tls: TlsKeeper
+async def _keep_registered(
+    server: AdmissionServer,
+    register: Callable[[bytes], Awaitable[None]],
+    tls: TlsKeeper,
+    interval: float,
 ) -> None:
-    """Register once the endpoint answers; retry while the API server refuses."""
+    """Register once the endpoint answers, then check it again every ``interval``.
+
+    The re-check puts back a configuration someone deleted or edited; it is a single
+    GET when nothing changed. Failures are retried sooner.
+    """
     await server.serving.wait()
     while True:
         try:
             await register(tls.ca_bundle)
-            return
         except UpstreamError as exc:
             logger.warning("registering the webhook failed, retrying: %s", exc)
-            await asyncio.sleep(REGISTER_RETRY)
+            await asyncio.sleep(min(REGISTER_RETRY, interval))
+            continue
+        await asyncio.sleep(interval)
 
 
 async def run_operator(
@@ -209,7 +217,10 @@ async def run_operator(
             tls.on_ca_change(on_renewed)
             tasks.spawn("tls-renewal", tls.run())
             if settings.webhook_register:
-                tasks.spawn("webhook-registration", _register_when_serving(server, register, tls))
+                tasks.spawn(
+                    "webhook-registration",
+                    _keep_registered(server, register, tls, settings.tls_check_interval),
+                )
 
         app = build_health_app(health, metrics.registry)
         health_runner, health_port = await start_health_server(
