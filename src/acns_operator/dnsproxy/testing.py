@@ -252,9 +252,14 @@ class ProxyProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU the proxy used so far (from /proc/PID/stat)."""
+        user, system = self.cpu_times()
+        return user + system
+
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds the proxy used so far (from /proc/PID/stat)."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
 
     def terminate(self) -> None:
         """Send SIGTERM (graceful stop) without waiting."""
