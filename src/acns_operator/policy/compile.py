@@ -28,6 +28,7 @@ Compilation is deterministic: the same inputs give equal results.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +47,6 @@ from acns_operator.policy.selectors import (
     cilium_labels,
     peer_selector,
     subject_selector,
-    to_selector,
 )
 
 ALL_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -181,6 +181,28 @@ class _CompiledPolicy:
     rules: list[tuple[str, Rule, Selector]]  # (path, rule, subject selector)
     peers: list[Selector]
     has_dns: bool
+    # toEndpoints selector objects -> their normalised form (made once, at load)
+    peer_map: dict[int, Selector] = field(default_factory=dict)
+
+    def peer_of(self, selector: EndpointSelector) -> Selector:
+        """The normalised form of one of this policy's toEndpoints selectors."""
+        found = self.peer_map.get(id(selector))
+        if found is None:
+            found = self.peer_map[id(selector)] = peer_selector(selector, self.namespace)
+        return found
+
+
+@dataclass(slots=True)
+class _RuleOutput:
+    """One rule of a policy, compiled once for every endpoint it selects."""
+
+    subject: Selector
+    enforced: bool
+    allow: list[PeerAllow]
+    deny: list[PeerAllow]
+    fqdn: list[FQDNAllow]
+    dns: list[DNSAllow]
+    notes: list[str]
 
 
 def policy_key(policy: PolicyObject) -> str:
@@ -189,26 +211,41 @@ def policy_key(policy: PolicyObject) -> str:
     return f"{kind}/{policy.namespace or ''}/{policy.name or ''}"
 
 
+@functools.lru_cache(maxsize=65536)
+def _fqdn_selector(match_name: str | None, match_pattern: str | None) -> FQDNSelector:
+    # Construction validates the name (tens of microseconds); policies repeat names.
+    return FQDNSelector(match_name=match_name, match_pattern=match_pattern)
+
+
 def to_ports(items: Iterable[PortProtocol] | None) -> tuple[tuple[Port, ...], list[str]]:
     """API ports -> :class:`Port` values, plus notes on what could not be used."""
+    key = tuple((item.port, item.end_port, item.protocol) for item in items or [])
+    ports, notes = _to_ports(key)
+    return ports, list(notes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _to_ports(
+    items: tuple[tuple[str | None, int | None, str | None], ...],
+) -> tuple[tuple[Port, ...], tuple[str, ...]]:
     ports: list[Port] = []
     notes: list[str] = []
-    for item in items or []:
-        protocols = ALL_PROTOCOLS if item.protocol in (None, "ANY") else (item.protocol,)
-        text = (item.port or "0").strip()
+    for port_text, end_port, protocol_name in items:
+        protocols = ALL_PROTOCOLS if protocol_name in (None, "ANY") else (protocol_name,)
+        text = (port_text or "0").strip()
         if not text.isdigit():
             notes.append(f"named port {text!r} cannot be resolved without container ports")
             continue
         first = int(text)
-        last = item.end_port if item.end_port else first
+        last = end_port if end_port else first
         if first == 0:
             first, last = 0, 65535
         for protocol in protocols:
             if protocol not in ALL_PROTOCOLS:
                 notes.append(f"protocol {protocol} is not enforced")
                 continue
-            ports.append(Port(protocol, first, max(first, last)))
-    return tuple(sorted(set(ports))), notes
+            ports.append(Port(str(protocol), first, max(first, last)))
+    return tuple(sorted(set(ports))), tuple(notes)
 
 
 def _cidr_set(rules: Iterable[CIDRRule], notes: list[str]) -> list[str]:
@@ -225,6 +262,14 @@ def _cidr_set(rules: Iterable[CIDRRule], notes: list[str]) -> list[str]:
 
 
 def _v4(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """IPv4 prefixes only, collapsed and sorted (the same input gives the same tuple)."""
+    return _collapse_v4(tuple(sorted(set(prefixes))))
+
+
+@functools.lru_cache(maxsize=16384)
+def _collapse_v4(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    # Peers resolve to the same pod sets again and again (one per rule and endpoint):
+    # parsing and collapsing is the costly part of a compile, so results are cached.
     networks = []
     for prefix in prefixes:
         network = ipaddress.ip_network(prefix, strict=False)
@@ -248,6 +293,11 @@ class Compiler:
         self._peer_unindexed: set[str] = set()
         self._dns_policies: set[str] = set()
         self._peer_cache: dict[Selector, tuple[str, ...]] = {}
+        self._service_cache: dict[Selector, list[str]] = {}
+        # A policy's rules do not depend on the endpoint they select (only on peers,
+        # Services and entities), so each is compiled once and reused; changes drop
+        # the outputs of the policies they touch.
+        self._outputs: dict[str, list[_RuleOutput]] = {}
 
     # -- state changes (each returns the local endpoints to recompile) --------------
 
@@ -259,6 +309,7 @@ class Compiler:
         namespace = None if clusterwide else (policy.namespace or "default")
         rules: list[tuple[str, Rule, Selector]] = []
         peers: list[Selector] = []
+        peer_map: dict[int, Selector] = {}
         has_dns = False
         for path, rule in policy.rules:
             if rule.endpoint_selector is None:
@@ -268,14 +319,17 @@ class Compiler:
             targets += [e.to_endpoints for e in rule.egress_deny or []]
             for selectors in targets:
                 for selector in selectors or []:
-                    peers.append(peer_selector(selector, namespace))
+                    normalised = peer_selector(selector, namespace)
+                    peers.append(normalised)
+                    peer_map[id(selector)] = normalised
             for egress_rule in rule.egress or []:
                 for port_rule in egress_rule.to_ports or []:
                     if port_rule.rules is not None and port_rule.rules.dns is not None:
                         has_dns = True
         compiled = _CompiledPolicy(
-            key, type(policy).__name__, namespace, policy.name or "", rules, peers, has_dns
-        )
+            key, type(policy).__name__, namespace, policy.name or "", rules, peers, has_dns,
+            peer_map,
+        )  # fmt: skip
         self._policies[key] = compiled
         self._by_namespace.setdefault(namespace, set()).add(key)
         for peer in peers:
@@ -287,6 +341,7 @@ class Compiler:
     def remove_policy(self, key: str) -> set[str]:
         """Forget a policy (deleted, or no longer admitted)."""
         compiled = self._policies.pop(key, None)
+        self._outputs.pop(key, None)
         if compiled is None:
             return set()
         self._by_namespace.get(compiled.namespace, set()).discard(key)
@@ -301,17 +356,20 @@ class Compiler:
         old = self.pods.get(pod.key)
         if old == pod:
             return set()
-        affected = self._peer_dependents(pod.key) if old is not None else set()
+        touched = self._peer_policies(pod.key) if old is not None else set()
         self.pods[pod.key] = pod
         self.index.put(pod.key, self._labels_of(pod))
-        self._peer_cache.clear()
-        affected |= self._peer_dependents(pod.key)
+        self._clear_caches()
+        touched |= self._peer_policies(pod.key)
+        if self._backs_service(pod) or (old is not None and self._backs_service(old)):
+            touched |= self._dns_policies
+        affected = self._invalidate(touched)
         if old is not None and old.host_ip != pod.host_ip:
+            # Entities (host, remote-node, world) depend on node addresses.
+            self._outputs.clear()
             affected |= set(self.local_endpoints())
         if self._is_local(pod) or (old is not None and self._is_local(old)):
             affected.add(pod.key)
-        if self._backs_service(pod) or (old is not None and self._backs_service(old)):
-            affected |= self._dns_dependents()
         return affected
 
     def remove_pod(self, key: str) -> set[str]:
@@ -319,31 +377,34 @@ class Compiler:
         old = self.pods.get(key)
         if old is None:
             return set()
-        affected = self._peer_dependents(key)
+        touched = self._peer_policies(key)
+        if self._backs_service(old):
+            touched |= self._dns_policies
+        affected = self._invalidate(touched)
         if self._is_local(old):
             affected.add(key)
         del self.pods[key]
         self.index.remove(key)
-        self._peer_cache.clear()
-        if self._backs_service(old):
-            affected |= self._dns_dependents()
+        self._clear_caches()
         return affected
 
     def set_namespace(self, name: str, labels: Mapping[str, str]) -> set[str]:
         """Add or relabel a namespace (its labels are pod labels to Cilium)."""
         if self.namespaces.get(name) == dict(labels):
             return set()
-        affected: set[str] = set()
+        touched: set[str] = set()
         members = [p for p in self.pods.values() if p.namespace == name]
         for pod in members:
-            affected |= self._peer_dependents(pod.key)
+            touched |= self._peer_policies(pod.key)
         self.namespaces[name] = dict(labels)
         for pod in members:
             self.index.put(pod.key, self._labels_of(pod))
-            affected |= self._peer_dependents(pod.key)
+            touched |= self._peer_policies(pod.key)
+        affected = self._invalidate(touched)
+        for pod in members:
             if self._is_local(pod):
                 affected.add(pod.key)
-        self._peer_cache.clear()
+        self._clear_caches()
         return affected
 
     def remove_namespace(self, name: str) -> set[str]:
@@ -357,13 +418,21 @@ class Compiler:
         if self.services.get(service.key) == service:
             return set()
         self.services[service.key] = service
-        return self._dns_dependents()
+        self._service_cache.clear()
+        if service.key == "default/kubernetes":
+            self._outputs.clear()  # the kube-apiserver entity
+            return set(self.local_endpoints())
+        return self._invalidate(self._dns_policies)
 
     def remove_service(self, key: str) -> set[str]:
         """Forget a Service."""
         if self.services.pop(key, None) is None:
             return set()
-        return self._dns_dependents()
+        self._service_cache.clear()
+        if key == "default/kubernetes":
+            self._outputs.clear()
+            return set(self.local_endpoints())
+        return self._invalidate(self._dns_policies)
 
     # -- queries --------------------------------------------------------------------
 
@@ -402,35 +471,18 @@ class Compiler:
             None, set()
         )
         for policy_name in sorted(candidates):
-            compiled = self._policies[policy_name]
-            for path, rule, subject in compiled.rules:
-                if not subject.matches(labels):
-                    continue
-                if not rule.egress and not rule.egress_deny:
+            for output in self._policy_output(policy_name):
+                if not output.subject.matches(labels):
                     continue
                 selected_any = True
-                if compiled.key not in policies:
-                    policies.append(compiled.key)
-                wants_deny = rule.enable_default_deny is None or (
-                    rule.enable_default_deny.egress is not False
-                )
-                enforced = enforced or wants_deny
-                for index, egress in enumerate(rule.egress or []):
-                    source = RuleSource(
-                        compiled.kind,
-                        compiled.namespace or "",
-                        compiled.name,
-                        f"{path}.egress[{index}]",
-                    )
-                    self._egress(compiled, egress, source, allow, fqdn, dns, notes)
-                for index, denied in enumerate(rule.egress_deny or []):
-                    source = RuleSource(
-                        compiled.kind,
-                        compiled.namespace or "",
-                        compiled.name,
-                        f"{path}.egressDeny[{index}]",
-                    )
-                    self._egress_deny(compiled, denied, source, deny, notes)
+                if policy_name not in policies:
+                    policies.append(policy_name)
+                enforced = enforced or output.enforced
+                allow.extend(output.allow)
+                deny.extend(output.deny)
+                fqdn.extend(output.fqdn)
+                dns.extend(output.dns)
+                notes.extend(output.notes)
         if not selected_any:
             return None
         return EndpointRules(
@@ -449,6 +501,47 @@ class Compiler:
 
     # -- rule compilation -----------------------------------------------------------
 
+    def _policy_output(self, key: str) -> list[_RuleOutput]:
+        cached = self._outputs.get(key)
+        if cached is not None:
+            return cached
+        compiled = self._policies[key]
+        outputs: list[_RuleOutput] = []
+        for path, rule, subject in compiled.rules:
+            if not rule.egress and not rule.egress_deny:
+                continue
+            wants_deny = rule.enable_default_deny is None or (
+                rule.enable_default_deny.egress is not False
+            )
+            output = _RuleOutput(subject, wants_deny, [], [], [], [], [])
+            for index, egress in enumerate(rule.egress or []):
+                source = RuleSource(
+                    compiled.kind, compiled.namespace or "", compiled.name,
+                    f"{path}.egress[{index}]",
+                )  # fmt: skip
+                self._egress(
+                    compiled, egress, source, output.allow, output.fqdn, output.dns, output.notes
+                )
+            for index, denied in enumerate(rule.egress_deny or []):
+                source = RuleSource(
+                    compiled.kind, compiled.namespace or "", compiled.name,
+                    f"{path}.egressDeny[{index}]",
+                )  # fmt: skip
+                self._egress_deny(compiled, denied, source, output.deny, output.notes)
+            outputs.append(output)
+        self._outputs[key] = outputs
+        return outputs
+
+    def _invalidate(self, policy_keys: Iterable[str]) -> set[str]:
+        """Drop the outputs of some policies; returns the endpoints they select."""
+        affected: set[str] = set()
+        for key in policy_keys:
+            self._outputs.pop(key, None)
+            compiled = self._policies.get(key)
+            if compiled is not None:
+                affected |= self._selected_by(compiled)
+        return affected
+
     def _peers(
         self, compiled: _CompiledPolicy, rule: EgressRule | EgressDenyRule, notes: list[str]
     ) -> tuple[bool, list[str], list[str], list[str]]:
@@ -460,11 +553,11 @@ class Compiler:
         if rule.to_endpoints is not None:
             has_peer = True
             for selector in rule.to_endpoints:
-                normalised = peer_selector(selector, compiled.namespace)
+                normalised = compiled.peer_of(selector)
                 ips = self._resolve(normalised)
                 prefixes.extend(f"{ip}/32" for ip in ips)
                 service_ips.extend(self._service_ips(normalised))
-                described.append(f"toEndpoints {_describe(selector)}")
+                described.append(f"toEndpoints {normalised}")
         if rule.to_cidr is not None:
             has_peer = True
             prefixes.extend(rule.to_cidr)
@@ -497,10 +590,7 @@ class Compiler:
     ) -> None:
         port_rules: list[PortRule | None] = list(rule.to_ports or []) or [None]
         if rule.to_fqdns is not None:
-            selectors = tuple(
-                FQDNSelector(match_name=s.match_name, match_pattern=s.match_pattern)
-                for s in rule.to_fqdns
-            )
+            selectors = tuple(_fqdn_selector(s.match_name, s.match_pattern) for s in rule.to_fqdns)
             for port_rule in port_rules:
                 ports, port_notes = to_ports(port_rule.ports if port_rule else None)
                 notes.extend(port_notes)
@@ -573,6 +663,10 @@ class Compiler:
     def _labels_of(self, pod: Pod) -> dict[str, str]:
         return cilium_labels(pod.labels, pod.namespace, self.namespaces.get(pod.namespace, {}))
 
+    def _clear_caches(self) -> None:
+        self._peer_cache.clear()
+        self._service_cache.clear()
+
     def _resolve(self, selector: Selector) -> tuple[str, ...]:
         cached = self._peer_cache.get(selector)
         if cached is None:
@@ -585,6 +679,12 @@ class Compiler:
         """ClusterIPs of Services whose selector picks a pod ``selector`` selects."""
         if not self.services:
             return []
+        cached = self._service_cache.get(selector)
+        if cached is None:
+            cached = self._service_cache[selector] = self._find_service_ips(selector)
+        return cached
+
+    def _find_service_ips(self, selector: Selector) -> list[str]:
         pods = [self.pods[k] for k in self.index.select(selector)]
         out: list[str] = []
         for service in self.services.values():
@@ -638,26 +738,19 @@ class Compiler:
         else:
             self._peer_index.setdefault(chosen, set()).add(key)
 
-    def _peer_dependents(self, pod_key: str) -> set[str]:
-        """Local endpoints whose policies have a peer selector selecting this pod."""
+    def _peer_policies(self, pod_key: str) -> set[str]:
+        """Policies with a peer selector that selects this pod (as labelled now)."""
         labels = self.index.labels.get(pod_key)
         if labels is None:
             return set()
         candidates = set(self._peer_unindexed)
         for pair in labels.items():
             candidates |= self._peer_index.get(pair, set())
-        affected: set[str] = set()
-        for key in candidates:
-            compiled = self._policies[key]
-            if any(peer.matches(labels) for peer in compiled.peers):
-                affected |= self._selected_by(compiled)
-        return affected
-
-    def _dns_dependents(self) -> set[str]:
-        affected: set[str] = set()
-        for key in self._dns_policies:
-            affected |= self._selected_by(self._policies[key])
-        return affected
+        return {
+            key
+            for key in candidates
+            if any(peer.matches(labels) for peer in self._policies[key].peers)
+        }
 
     def _selected_by(self, compiled: _CompiledPolicy) -> set[str]:
         out: set[str] = set()
@@ -667,10 +760,6 @@ class Compiler:
                 if pod is not None and self._is_local(pod):
                     out.add(key)
         return out
-
-
-def _describe(selector: EndpointSelector) -> str:
-    return str(to_selector(selector))
 
 
 @dataclass(slots=True)

@@ -174,15 +174,22 @@ class PodIndex:
         if selector.never:
             return iter(())
         candidates: set[str] | None = None
+        empty: set[str] = set()
         for requirement in selector.requirements:
             found: set[str] | None = None
             if requirement.operator == "In":
-                found = set()
-                for value in requirement.values:
-                    found |= self._by_pair.get((requirement.key, value), set())
+                if len(requirement.values) == 1:
+                    # The index's own set, not a copy: this runs for every policy load.
+                    value = next(iter(requirement.values))
+                    found = self._by_pair.get((requirement.key, value), empty)
+                else:
+                    found = set()
+                    for value in requirement.values:
+                        found |= self._by_pair.get((requirement.key, value), empty)
             elif requirement.operator == "Exists":
-                found = self._by_key.get(requirement.key, set())
+                found = self._by_key.get(requirement.key, empty)
             if found is not None and (candidates is None or len(found) < len(candidates)):
                 candidates = found
         pool: Iterable[str] = self.labels if candidates is None else candidates
-        return (pod for pod in list(pool) if selector.matches(self.labels[pod]))
+        labels = self.labels
+        return iter([pod for pod in pool if selector.matches(labels[pod])])

@@ -21,8 +21,11 @@ redirected packets are not tracked, so no DNAT rewrites them and the proxy sees 
 original destination (the Service ClusterIP). Policy routing ``fwmark MARK/MASK lookup
 TABLE`` with ``local 0.0.0.0/0 dev lo`` in TABLE delivers them to the proxy socket.
 
-Every update is one text batch, one kernel transaction: nothing is ever flushed and
-reloaded wholesale. A changed endpoint program is replaced with ``flush chain`` plus its
+Every update is one kernel transaction: nothing is ever flushed and reloaded wholesale.
+Structural updates are text batches through libnftables; updates that only add or
+remove selector-set elements (DNS answers, GC) are sent as one raw nf_tables netlink
+batch (:mod:`.nlset`), because libnftables 1.0.6 reloads its cache of the whole
+ruleset before every command. A changed endpoint program is replaced with ``flush chain`` plus its
 new rules inside the same transaction, so no packet sees a half-written chain. On start
 the agent reads the table back (:meth:`NftablesBackend.observe`) and carries on from it;
 stopping or killing the agent leaves the table enforcing.
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from acns_operator.agent.backends.libnft import LibNftables, NftablesError, open_nftables
+from acns_operator.agent.backends.nlset import SetElementWriter
 from acns_operator.agent.datapath import (
     PROTOCOL_NAMES,
     DatapathUpdate,
@@ -52,6 +56,7 @@ from acns_operator.errors import ConfigurationError
 from acns_operator.settings import AgentSettings
 
 LAYOUT = "acns-agent layout 1"
+FAST_PATH_MAX = 4096
 FINGERPRINT_PREFIX = "acns:fp="
 
 
@@ -264,6 +269,20 @@ def render_update(
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def element_batches(
+    update: DatapathUpdate, now: float
+) -> tuple[dict[str, list[tuple[str, int]]], dict[str, list[str]]]:
+    """An element-only update as (set -> [(ip, timeout ms)], set -> [ip]) for netlink."""
+    upserts: dict[str, list[tuple[str, int]]] = {}
+    for key, ip, expiry in update.elements:
+        timeout_ms = max(1000, math.ceil((expiry - now) * 1000))
+        upserts.setdefault(set_name(key), []).append((ip, timeout_ms))
+    deletes: dict[str, list[str]] = {}
+    for key, ip in update.removed_elements:
+        deletes.setdefault(set_name(key), []).append(ip)
+    return upserts, deletes
+
+
 def parse_table(listing: str, now: float) -> tuple[str | None, ObservedState, set[str], set[str]]:
     """Read ``nft -j list table``: (layout comment, state, endpoints, endpoints with DNS)."""
     data = json.loads(listing)
@@ -319,6 +338,11 @@ class NftablesBackend:
         self.route_table = route_table
         self.rule_priority = rule_priority
         self._nft: Any = runner.call(open_nftables)
+        self._writer: SetElementWriter | None
+        try:
+            self._writer = runner.call(SetElementWriter)
+        except OSError:
+            self._writer = None  # no raw netlink: every update goes through libnftables
         self._installed: set[str] = set()
         self._with_dns: set[str] = set()
         self.transactions = 0
@@ -387,6 +411,10 @@ class NftablesBackend:
 
     def apply(self, update: DatapathUpdate, now: float) -> None:
         """Apply ``update`` as one nftables transaction."""
+        if self._writer is not None and self._elements_only(update):
+            self._writer.apply(self.config.table, *element_batches(update, now))
+            self.transactions += 1
+            return
         batch = render_update(
             self.config, update, now, installed=self._installed, with_dns=self._with_dns
         )
@@ -405,6 +433,16 @@ class NftablesBackend:
                 else:
                     self._with_dns.discard(ip)
 
+    @staticmethod
+    def _elements_only(update: DatapathUpdate) -> bool:
+        # The fast path is for DNS answers and GC; big refills go through libnftables.
+        return (
+            not update.programs
+            and not update.new_selectors
+            and not update.removed_selectors
+            and len(update.elements) + len(update.removed_elements) <= FAST_PATH_MAX
+        )
+
     def list_ruleset(self) -> str:
         """The table as text (inspection, tests)."""
         return self.run(f"list table inet {self.config.table}")
@@ -412,6 +450,8 @@ class NftablesBackend:
     def close(self) -> None:
         """Free libnftables; the table stays in the kernel, enforcing."""
         self.runner.call(self._nft.close)
+        if self._writer is not None:
+            self._writer.close()
         self.runner.close()
 
 
