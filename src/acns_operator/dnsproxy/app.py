@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -104,6 +105,8 @@ def snapshot_handler(
             return pb.RESPONSE_CODE_ERROR_INVALID_ARGUMENT, str(exc)
         ruleset = compile_snapshot(model)
         proxy.set_rules(ruleset)
+        # keep the new rules out of the collector's way (see ProxyApp.start)
+        gc.freeze()
         message = "; ".join(ruleset.problems[:5])
         if path is not None:
             try:
@@ -189,6 +192,11 @@ class ProxyApp:
             self.agent.start()
         if settings.metrics_port:
             await self._start_http()
+        # A full garbage collection walks every object: with 1,000 policies' rules
+        # loaded that is ~27 ms, a pause every query in flight would pay. Freezing
+        # what exists now (rules, modules) leaves only new objects to collect.
+        gc.collect()
+        gc.freeze()
         self.ready = True
         log.info(
             "dnsproxy listening on %s:%d (udp%s), upstream %s, agent %s",
