@@ -272,8 +272,10 @@ class AgentLink:
             self._channel = grpc.aio.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
             self._stub = pb_grpc.FQDNDataStub(self._channel)  # type: ignore[no-untyped-call]
         assert self._stub is not None
+        # READY transport, not the stream's first message: an agent that has no
+        # snapshot yet sends nothing, but it can already take mappings
+        await self._channel.channel_ready()
         call = self._stub.StreamPolicyState()
-        await call.wait_for_connection()
         # the agent may have restarted: it may not have what we pushed before
         self._known.clear()
         self._set_connected(True)
