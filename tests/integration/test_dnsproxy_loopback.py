@@ -28,7 +28,7 @@ from acns_operator.local.dnsserver import default_test_zone
 from acns_operator.local.fake_agent import FakeAgent
 from acns_operator.proto import fqdndata_pb2 as pb
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # root: IP_TRANSPARENT listeners
 
 ALLOWED_NAMES = ["payments.example.test", "big.example.test", "www.example.test"]
 ALLOWED_PATTERNS = ["*.example.test"]
