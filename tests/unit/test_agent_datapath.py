@@ -172,18 +172,14 @@ def test_the_nftables_batch_of_a_program_has_deny_first_and_the_fingerprint_last
     update = DatapathUpdate(programs={BACKEND_EP: program}, new_selectors=[PAYMENTS])
     batch = render_update(NftConfig(), update, 0.0, installed=set(), with_dns=set()).splitlines()
     rules = [line for line in batch if line.startswith("add rule inet acns_agent ep_10_244_1_20")]
-    assert rules[0].endswith("ip daddr { 198.51.100.66/32 } drop")
+    assert rules[0].endswith("ip daddr 198.51.100.66/32 drop")
     assert rules[1].endswith("ct state established,related accept")
-    assert rules[2].endswith(
-        "ip daddr { 10.244.2.30/32 } meta l4proto . th dport { tcp . 5432 } accept"
-    )
-    assert rules[3].endswith(
-        f"ip daddr @{set_name(PAYMENTS)} meta l4proto . th dport {{ tcp . 443 }} accept"
-    )
+    assert rules[2].endswith("ip daddr 10.244.2.30/32 meta l4proto tcp th dport 5432 accept")
+    assert rules[3].endswith(f"ip daddr @{set_name(PAYMENTS)} meta l4proto tcp th dport 443 accept")
     assert rules[4].endswith(f'drop comment "acns:fp={program.fingerprint()}"')
     assert "flush chain" not in "\n".join(batch), "a new chain needs no flush"
     assert (
-        "add rule inet acns_agent dns_10_244_1_20 ip daddr { 10.244.250.10/32 } "
+        "add rule inet acns_agent dns_10_244_1_20 ip daddr 10.244.250.10/32 "
         "meta l4proto . th dport { tcp . 53, udp . 53 } meta mark set 0x200 notrack"
     ) in batch
     assert "add element inet acns_agent endpoints { 10.244.1.20 : jump ep_10_244_1_20 }" in batch
@@ -218,9 +214,30 @@ def test_overlapping_prefixes_and_ports_are_merged_for_nftables() -> None:
         installed=set(),
         with_dns=set(),
     )
-    assert (
-        "ip daddr { 10.0.0.0/8 } meta l4proto . th dport { tcp . 80-100, udp . 53 } accept" in batch
+    assert "ip daddr 10.0.0.0/8 meta l4proto . th dport { tcp . 80-100, udp . 53 } accept" in batch
+
+
+def test_rules_with_the_same_ports_are_merged_into_one() -> None:
+    program = EndpointProgram(
+        ip=BACKEND_EP,
+        enforced=True,
+        allow=(
+            PeerRule(("10.244.1.53/32",), (PortRange(UDP, 53, 53),), "a"),
+            PeerRule(("10.244.250.10/32",), (PortRange(UDP, 53, 53),), "b"),
+            PeerRule(("10.244.2.30/32",), (PortRange(TCP, 80, 80), PortRange(TCP, 443, 443)), "c"),
+        ),
     )
+    batch = render_update(
+        NftConfig(),
+        DatapathUpdate(programs={BACKEND_EP: program}),
+        0.0,
+        installed=set(),
+        with_dns=set(),
+    )
+    assert (
+        "ip daddr { 10.244.1.53/32, 10.244.250.10/32 } meta l4proto udp th dport 53 accept" in batch
+    )
+    assert "ip daddr 10.244.2.30/32 meta l4proto tcp th dport { 80, 443 } accept" in batch
 
 
 def test_element_timeouts_come_from_the_store_and_removals_cannot_fail() -> None:

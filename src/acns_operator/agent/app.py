@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -316,6 +317,9 @@ class Agent:
         self._publish()
         self.metrics.compile_seconds.labels("full").observe(time.perf_counter() - started)
         self.synced.set()
+        # Long-lived state (policies, cache, sets) leaves the cyclic GC's generations:
+        # full collections over millions of objects would stall mapping replies.
+        gc.freeze()
         log.info("synced: %d local endpoints with egress rules", len(self.rules))
 
     async def _recompile_loop(self) -> None:
@@ -374,6 +378,7 @@ class Agent:
             "evicted_zombies": result.evicted_zombies,
             "removed_elements": len(update.removed_elements),
         }
+        gc.freeze()
 
     async def _gc_loop(self) -> None:
         while True:

@@ -105,25 +105,62 @@ def _merge_ports(ports: Iterable[PortRange]) -> list[PortRange]:
     return out
 
 
+def _span(port: PortRange) -> str:
+    return str(port.first) if port.first == port.last else f"{port.first}-{port.last}"
+
+
 def _port_match(ports: tuple[PortRange, ...]) -> str:
+    """The port part of a rule, as plain as possible.
+
+    Anonymous sets cost libnftables far more to evaluate than plain matches (tens of
+    thousands of rules are installed at start), so one protocol gets ``meta l4proto
+    tcp th dport 443`` (or a port set), and only mixed protocols a concatenated set.
+    """
     if not ports:
         return ""
-    items = []
-    for port in _merge_ports(ports):
-        proto = PROTOCOL_NAMES.get(port.protocol, str(port.protocol))
-        span = str(port.first) if port.first == port.last else f"{port.first}-{port.last}"
-        items.append(f"{proto} . {span}")
+    merged = _merge_ports(ports)
+    protocols = {port.protocol for port in merged}
+    if len(protocols) == 1:
+        proto = PROTOCOL_NAMES.get(merged[0].protocol, str(merged[0].protocol))
+        full = [p for p in merged if (p.first, p.last) == (0, 65535)]
+        if full:
+            return f" meta l4proto {proto}"
+        if len(merged) == 1:
+            return f" meta l4proto {proto} th dport {_span(merged[0])}"
+        return f" meta l4proto {proto} th dport {{ {', '.join(_span(p) for p in merged)} }}"
+    items = [f"{PROTOCOL_NAMES.get(p.protocol, str(p.protocol))} . {_span(p)}" for p in merged]
     return f" meta l4proto . th dport {{ {', '.join(items)} }}"
 
 
 def _daddr_match(prefixes: Iterable[str]) -> str | None:
-    """``ip daddr { ... }``; "" for every address; None when nothing IPv4 is left."""
+    """``ip daddr ...``; "" for every address; None when nothing IPv4 is left."""
     collapsed = _collapse(prefixes)
     if not collapsed:
         return None
     if collapsed == ["0.0.0.0/0"]:
         return ""
+    if len(collapsed) == 1:
+        return f" ip daddr {collapsed[0]}"
     return f" ip daddr {{ {', '.join(collapsed)} }}"
+
+
+def merge_peer_rules(rules: Iterable[PeerRule]) -> list[PeerRule]:
+    """Rules with the same ports become one rule (the union of their prefixes).
+
+    Many policies allow the same peers (the DNS servers on port 53 above all); one rule
+    per distinct port list keeps chains short. Verdicts are unchanged: a packet matches
+    the merged rule exactly when it matched one of the originals.
+    """
+    by_ports: dict[tuple[PortRange, ...], list[str]] = {}
+    sources: dict[tuple[PortRange, ...], list[str]] = {}
+    for rule in rules:
+        ports = tuple(_merge_ports(rule.ports))
+        by_ports.setdefault(ports, []).extend(rule.prefixes)
+        sources.setdefault(ports, []).append(rule.source)
+    return [
+        PeerRule(tuple(_collapse(prefixes)), ports, "; ".join(dict.fromkeys(sources[ports])))
+        for ports, prefixes in sorted(by_ports.items())
+    ]
 
 
 def _peer_rule(rule: PeerRule, verdict: str) -> str | None:
@@ -142,18 +179,20 @@ def render_program(config: NftConfig, program: EndpointProgram, *, existed: bool
     if existed:
         lines.append(f"flush chain {table} {chain}")
     rules: list[str] = []
-    for rule in program.deny:
+    for rule in merge_peer_rules(program.deny):
         text = _peer_rule(rule, "drop")
         if text:
             rules.append(text)
     rules.append("ct state established,related accept")
-    for rule in program.allow:
+    for rule in merge_peer_rules(program.allow):
         text = _peer_rule(rule, "accept")
         if text:
             rules.append(text)
-    for fqdn in program.fqdn:
-        for key in sorted(set(fqdn.selectors)):
-            rules.append(f"ip daddr @{set_name(key)}{_port_match(fqdn.ports)} accept")
+    fqdn_rules = {
+        (key, tuple(_merge_ports(fqdn.ports))) for fqdn in program.fqdn for key in fqdn.selectors
+    }
+    for key, ports in sorted(fqdn_rules):
+        rules.append(f"ip daddr @{set_name(key)}{_port_match(ports)} accept")
     final = config.deny_action if program.enforced else "accept"
     rules.append(f'{final} comment "{FINGERPRINT_PREFIX}{program.fingerprint()}"')
     lines.extend(f"add rule {table} {chain} {rule}" for rule in rules)
@@ -165,7 +204,7 @@ def render_program(config: NftConfig, program: EndpointProgram, *, existed: bool
         if existed:
             lines.append(f"flush chain {table} {dns_chain}")
         mark = f"meta mark set {config.mark:#x} notrack"
-        for rule in program.dns_redirect:
+        for rule in merge_peer_rules(program.dns_redirect):
             text = _peer_rule(rule, mark)
             if text:
                 lines.append(f"add rule {table} {dns_chain} {text}")
