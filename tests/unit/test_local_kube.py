@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from acns_operator.errors import HarnessError
-from acns_operator.local.controlplane import ControlPlaneBinaries, free_port
+from acns_operator.local.controlplane import (
+    ControlPlaneBinaries,
+    free_port,
+    remove_stale_etcd_dirs,
+)
 from acns_operator.local.kube import (
     ApiError,
     ApiResponse,
@@ -145,3 +152,39 @@ def test_an_api_error_shows_the_server_message_and_reason() -> None:
     assert str(error) == "POST /api/v1/nodes -> HTTP 409: exists"
     assert error.reason == "AlreadyExists"
     assert not response.ok
+
+
+def _etcd_dir(base: Path, name: str, owner: int | None) -> Path:
+    folder = base / f"acns-etcd-{name}"
+    folder.mkdir()
+    if owner is not None:
+        (folder / "owner.pid").write_text(str(owner))
+    return folder
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()  # reaped: the PID no longer exists
+    return process.pid
+
+
+def test_stale_etcd_folders_of_dead_sessions_are_removed_and_live_ones_kept(
+    tmp_path: Path,
+) -> None:
+    dead = _etcd_dir(tmp_path, "dead", _dead_pid())
+    ours = _etcd_dir(tmp_path, "ours", os.getpid())
+    unowned = _etcd_dir(tmp_path, "unowned", None)
+    other = tmp_path / "something-else"
+    other.mkdir()
+    removed = remove_stale_etcd_dirs(tmp_path, now=time.time() + 120)
+    assert removed == [dead]
+    assert not dead.exists()
+    assert ours.is_dir()
+    assert unowned.is_dir()
+    assert other.is_dir()
+
+
+def test_a_fresh_etcd_folder_is_kept_even_if_its_owner_is_gone(tmp_path: Path) -> None:
+    young = _etcd_dir(tmp_path, "young", _dead_pid())
+    assert remove_stale_etcd_dirs(tmp_path) == []
+    assert young.is_dir()

@@ -71,6 +71,7 @@ __all__ = [
     "ManagedProcess",
     "free_port",
     "main",
+    "remove_stale_etcd_dirs",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -185,6 +186,46 @@ def _child_environment() -> dict[str, str]:
     no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), LOOPBACK, "localhost"]))
     env["NO_PROXY"] = env["no_proxy"] = no_proxy
     return env
+
+
+_ETCD_DIR_PREFIX = "acns-etcd-"
+_OWNER_FILE = "owner.pid"
+# A folder younger than this may be one another session is still setting up.
+_STALE_AFTER_SECONDS = 60.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_etcd_dirs(base: Path, *, now: float | None = None) -> list[Path]:
+    """Remove etcd data folders under ``base`` left by sessions that died without cleanup.
+
+    A test process killed hard runs no ``finally``: its children die with it
+    (``PR_SET_PDEATHSIG``) but their data stays in tmpfs, i.e. in memory. A folder is
+    stale when the PID in its ``owner.pid`` is gone; folders without one (or younger
+    than a minute, possibly being set up) are left alone, so concurrent sessions on
+    the same machine are safe. Returns what was removed.
+    """
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    for folder in base.glob(f"{_ETCD_DIR_PREFIX}*"):
+        try:
+            if now - folder.stat().st_mtime < _STALE_AFTER_SECONDS:
+                continue
+            owner = int((folder / _OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(owner):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class ManagedProcess:
@@ -544,8 +585,13 @@ class ControlPlane:
         else:
             self._work_dir = Path(tempfile.mkdtemp(prefix="acns-controlplane-"))
         shm = Path("/dev/shm")  # noqa: S108 -- tmpfs on purpose: etcd's writes stay in memory
-        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else self._work_dir
-        self._etcd_data_dir = Path(tempfile.mkdtemp(prefix="acns-etcd-", dir=base))
+        if shm.is_dir() and os.access(shm, os.W_OK):
+            remove_stale_etcd_dirs(shm)
+            base = shm
+        else:
+            base = self._work_dir
+        self._etcd_data_dir = Path(tempfile.mkdtemp(prefix=_ETCD_DIR_PREFIX, dir=base))
+        (self._etcd_data_dir / _OWNER_FILE).write_text(str(os.getpid()))
 
     def _make_certificates(self) -> dict[str, Path]:
         pki = self.work_dir / "pki"
