@@ -5,8 +5,8 @@ Everything here is in memory and pure apart from :meth:`Certificate.write`: a
 certificates (the admin with ``O=system:masters``, or any user and groups bound by RBAC)
 and, through :func:`new_signing_key`, the service-account token key pair.
 
-Keys are ECDSA P-256: generating one takes microseconds where RSA-2048 takes tens of
-milliseconds, and kube-apiserver, kubectl, etcd and Python's ``ssl`` all accept them.
+Keys and certificates are built by :mod:`acns_operator.pki` (ECDSA P-256), the code
+the operator's webhook certificates use too.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from acns_operator import pki
 
 __all__ = [
     "Certificate",
@@ -32,8 +34,6 @@ __all__ = [
 
 # Long enough for any test session or demo; short enough that a leaked key is useless soon.
 DEFAULT_VALIDITY = datetime.timedelta(days=7)
-# Tolerate clocks that differ slightly between the signer and a verifier.
-_BACKDATE = datetime.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -70,25 +70,13 @@ class SigningKey:
     public_pem: bytes
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def new_signing_key() -> SigningKey:
     """Make a key pair for service-account tokens (``--service-account-*key-file``)."""
-    key = _new_key()
+    key = pki.new_key()
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return SigningKey(private_pem=_key_pem(key), public_pem=public)
+    return SigningKey(private_pem=pki.key_pem(key), public_pem=public)
 
 
 class CertificateAuthority:
@@ -109,48 +97,18 @@ class CertificateAuthority:
         cls, common_name: str = "acns-local-ca", validity: datetime.timedelta = DEFAULT_VALIDITY
     ) -> CertificateAuthority:
         """Make a new CA key and self-signed certificate."""
-        key = _new_key()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + validity)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .sign(key, hashes.SHA256())
-        )
+        key, cert = pki.self_signed_ca(common_name, datetime.datetime.now(datetime.UTC), validity)
         return cls(key, cert)
 
     @property
     def cert_pem(self) -> bytes:
         """The CA certificate in PEM form (a kubeconfig's ``certificate-authority-data``)."""
-        return self._cert.public_bytes(serialization.Encoding.PEM)
+        return pki.certificate_pem(self._cert)
 
     @property
     def certificate(self) -> Certificate:
         """The CA certificate with its key, e.g. to write both to disk."""
-        return Certificate(cert_pem=self.cert_pem, key_pem=_key_pem(self._key))
+        return Certificate(cert_pem=self.cert_pem, key_pem=pki.key_pem(self._key))
 
     def issue_server(
         self,
@@ -214,40 +172,14 @@ class CertificateAuthority:
         alt_names: list[x509.GeneralName],
         validity: datetime.timedelta,
     ) -> Certificate:
-        key = _new_key()
         now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + validity)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
+        key, cert = pki.sign_leaf(
+            self._key,
+            self._cert.subject,
+            subject,
+            usage=usage,
+            alt_names=alt_names,
+            not_before=now - pki.BACKDATE,
+            not_after=now + validity,
         )
-        if alt_names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
-        return Certificate(
-            cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key)
-        )
+        return Certificate(cert_pem=pki.certificate_pem(cert), key_pem=pki.key_pem(key))
