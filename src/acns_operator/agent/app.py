@@ -111,6 +111,7 @@ class Agent:
         self.files = StateFiles(settings.state_dir)
         self.datapath = Datapath(self.backend, self.store, self.clock)
         self.compiler = Compiler(CompileOptions(node_name=settings.node_name))
+        self.compiler.tracking = False  # until the first full sync compiles everything
         self.hub = SnapshotHub(settings.node_name)
         self.metrics = AgentMetrics(
             self.registry, self.store, datapath=lambda: self.datapath, hub=lambda: self.hub
@@ -301,6 +302,7 @@ class Agent:
         started = time.perf_counter()
         self._pending.clear()
         self.rules = self.compiler.compile_all()
+        self.compiler.tracking = True
         programs = {r.ip: to_program(r) for r in self.rules.values()}
         self.datapath.set_programs(programs)
         local_ips = {

@@ -298,6 +298,9 @@ class Compiler:
         # Services and entities), so each is compiled once and reused; changes drop
         # the outputs of the policies they touch.
         self._outputs: dict[str, list[_RuleOutput]] = {}
+        # While False (a bulk load before the first compile_all), changes do not work
+        # out which endpoints they affect: everything is compiled afterwards anyway.
+        self.tracking = True
 
     # -- state changes (each returns the local endpoints to recompile) --------------
 
@@ -336,7 +339,7 @@ class Compiler:
             self._file_peer(key, peer)
         if has_dns:
             self._dns_policies.add(key)
-        return affected | self._selected_by(compiled)
+        return affected | self._selected_by(compiled) if self.tracking else affected
 
     def remove_policy(self, key: str) -> set[str]:
         """Forget a policy (deleted, or no longer admitted)."""
@@ -349,7 +352,7 @@ class Compiler:
             bucket.discard(key)
         self._peer_unindexed.discard(key)
         self._dns_policies.discard(key)
-        return self._selected_by(compiled)
+        return self._selected_by(compiled) if self.tracking else set()
 
     def set_pod(self, pod: Pod) -> set[str]:
         """Add or replace a pod (any node: peers are cluster-wide)."""
@@ -538,7 +541,7 @@ class Compiler:
         for key in policy_keys:
             self._outputs.pop(key, None)
             compiled = self._policies.get(key)
-            if compiled is not None:
+            if compiled is not None and self.tracking:
                 affected |= self._selected_by(compiled)
         return affected
 
@@ -741,7 +744,7 @@ class Compiler:
     def _peer_policies(self, pod_key: str) -> set[str]:
         """Policies with a peer selector that selects this pod (as labelled now)."""
         labels = self.index.labels.get(pod_key)
-        if labels is None:
+        if labels is None or (not self.tracking and not self._outputs):
             return set()
         candidates = set(self._peer_unindexed)
         for pair in labels.items():
@@ -775,6 +778,7 @@ class ClusterSnapshot:
 def compile_snapshot(snapshot: ClusterSnapshot, options: CompileOptions) -> Compiler:
     """A compiler loaded with ``snapshot`` (call :meth:`Compiler.compile_all` on it)."""
     compiler = Compiler(options)
+    compiler.tracking = False
     for name, labels in snapshot.namespaces.items():
         compiler.set_namespace(name, labels)
     for service in snapshot.services:
@@ -783,4 +787,5 @@ def compile_snapshot(snapshot: ClusterSnapshot, options: CompileOptions) -> Comp
         compiler.set_pod(pod)
     for policy in snapshot.policies:
         compiler.set_policy(policy)
+    compiler.tracking = True
     return compiler
