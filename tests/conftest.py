@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_controlplane", "tests.fixtures_netns"]
+# pytester: tests/unit/test_ci_skips.py runs this file's hooks in a nested session.
+pytest_plugins = ["pytester", "tests.fixtures_controlplane", "tests.fixtures_netns"]
 
 _unexpected_skips: list[str] = []
 
