@@ -22,10 +22,12 @@ __all__ = [
     "MAX_ICMP_FIELDS",
     "Authentication",
     "DefaultDenyConfig",
+    "EgressCommonRule",
     "EgressDenyRule",
     "EgressRule",
     "ICMPField",
     "ICMPRule",
+    "IngressCommonRule",
     "IngressDenyRule",
     "IngressRule",
     "LogConfig",
@@ -134,12 +136,8 @@ class Authentication(ApiModel):
 _DEPRECATED_REQUIRES = crd_extra(maxItems=0)
 
 
-class IngressRule(ApiModel):
-    """Traffic the selected endpoints may receive: peers, ports and L7 rules.
-
-    Within one rule, fromEndpoints, fromCIDR, fromCIDRSet and fromEntities exclude
-    each other. DNS rules are not allowed on ingress.
-    """
+class IngressCommonRule(ApiModel):
+    """The peer fields ingress allow and deny rules share (upstream's IngressCommonRule)."""
 
     from_endpoints: list[EndpointSelector] | None = Field(
         default=None, alias="fromEndpoints", description="Peer pods by labels."
@@ -168,6 +166,15 @@ class IngressRule(ApiModel):
     from_nodes: list[EndpointSelector] | None = Field(
         default=None, alias="fromNodes", description="Peer nodes by labels."
     )
+
+
+class IngressRule(IngressCommonRule):
+    """Traffic the selected endpoints may receive: peers, ports and L7 rules.
+
+    Within one rule, fromEndpoints, fromCIDR, fromCIDRSet and fromEntities exclude
+    each other. DNS rules are not allowed on ingress.
+    """
+
     to_ports: list[PortRule] | None = Field(
         default=None, alias="toPorts", description="Local ports the peers may reach."
     )
@@ -177,49 +184,17 @@ class IngressRule(ApiModel):
     )
 
 
-class IngressDenyRule(ApiModel):
+class IngressDenyRule(IngressCommonRule):
     """Traffic the selected endpoints must not receive, whatever else allows it."""
 
-    from_endpoints: list[EndpointSelector] | None = Field(
-        default=None, alias="fromEndpoints", description="Peer pods by labels."
-    )
-    from_requires: list[str] | None = Field(
-        default=None,
-        alias="fromRequires",
-        description="Removed upstream; must be empty.",
-        json_schema_extra=_DEPRECATED_REQUIRES,
-    )
-    from_cidr: list[str] | None = Field(
-        default=None,
-        alias="fromCIDR",
-        description="Peer IP prefixes outside the cluster.",
-        json_schema_extra={"items": crd_extra(format="cidr")},
-    )
-    from_cidr_set: list[CIDRRule] | None = Field(
-        default=None, alias="fromCIDRSet", description="Peer prefixes with exceptions."
-    )
-    from_entities: list[Entity] | None = Field(
-        default=None, alias="fromEntities", description="Peer entities such as world or host."
-    )
-    from_groups: list[Groups] | None = Field(
-        default=None, alias="fromGroups", description="Peers from an outside provider."
-    )
-    from_nodes: list[EndpointSelector] | None = Field(
-        default=None, alias="fromNodes", description="Peer nodes by labels."
-    )
     to_ports: list[PortDenyRule] | None = Field(
         default=None, alias="toPorts", description="Local ports denied (no L7 rules)."
     )
     icmps: list[ICMPRule] | None = Field(default=None, description="ICMP types denied.")
 
 
-class EgressRule(ApiModel):
-    """Traffic the selected endpoints may send: peers, ports, L7 rules, FQDNs.
-
-    Within one rule the L3 peer fields (toEndpoints, toCIDR, toCIDRSet, toEntities,
-    toServices, toFQDNs, toGroups, toNodes) exclude each other; toFQDNs may be combined
-    with toPorts.
-    """
+class EgressCommonRule(ApiModel):
+    """The peer fields egress allow and deny rules share (upstream's EgressCommonRule)."""
 
     to_endpoints: list[EndpointSelector] | None = Field(
         default=None, alias="toEndpoints", description="Peer pods by labels."
@@ -247,6 +222,22 @@ class EgressRule(ApiModel):
         alias="toServices",
         description="Peer Kubernetes Services (not supported on AKS).",
     )
+    to_groups: list[Groups] | None = Field(
+        default=None, alias="toGroups", description="Peers from an outside provider."
+    )
+    to_nodes: list[EndpointSelector] | None = Field(
+        default=None, alias="toNodes", description="Peer nodes by labels."
+    )
+
+
+class EgressRule(EgressCommonRule):
+    """Traffic the selected endpoints may send: peers, ports, L7 rules, FQDNs.
+
+    Within one rule the L3 peer fields (toEndpoints, toCIDR, toCIDRSet, toEntities,
+    toServices, toFQDNs, toGroups, toNodes) exclude each other; toFQDNs may be combined
+    with toPorts.
+    """
+
     to_fqdns: list[FQDNSelector] | None = Field(
         default=None,
         alias="toFQDNs",
@@ -254,12 +245,6 @@ class EgressRule(ApiModel):
             "Peers by DNS name: the IPs in DNS answers the endpoint received for matching "
             "names. Needs a DNS rule so the lookups go through the DNS proxy."
         ),
-    )
-    to_groups: list[Groups] | None = Field(
-        default=None, alias="toGroups", description="Peers from an outside provider."
-    )
-    to_nodes: list[EndpointSelector] | None = Field(
-        default=None, alias="toNodes", description="Peer nodes by labels."
     )
     to_ports: list[PortRule] | None = Field(
         default=None, alias="toPorts", description="Destination ports and L7 rules."
@@ -270,42 +255,12 @@ class EgressRule(ApiModel):
     )
 
 
-class EgressDenyRule(ApiModel):
+class EgressDenyRule(EgressCommonRule):
     """Traffic the selected endpoints must not send, whatever else allows it.
 
     There is no toFQDNs here: Cilium cannot deny by DNS name.
     """
 
-    to_endpoints: list[EndpointSelector] | None = Field(
-        default=None, alias="toEndpoints", description="Peer pods by labels."
-    )
-    to_requires: list[str] | None = Field(
-        default=None,
-        alias="toRequires",
-        description="Removed upstream; must be empty.",
-        json_schema_extra=_DEPRECATED_REQUIRES,
-    )
-    to_cidr: list[str] | None = Field(
-        default=None,
-        alias="toCIDR",
-        description="Peer IP prefixes outside the cluster.",
-        json_schema_extra={"items": crd_extra(format="cidr")},
-    )
-    to_cidr_set: list[CIDRRule] | None = Field(
-        default=None, alias="toCIDRSet", description="Peer prefixes with exceptions."
-    )
-    to_entities: list[Entity] | None = Field(
-        default=None, alias="toEntities", description="Peer entities such as world or host."
-    )
-    to_services: list[Service] | None = Field(
-        default=None, alias="toServices", description="Peer Kubernetes Services."
-    )
-    to_groups: list[Groups] | None = Field(
-        default=None, alias="toGroups", description="Peers from an outside provider."
-    )
-    to_nodes: list[EndpointSelector] | None = Field(
-        default=None, alias="toNodes", description="Peer nodes by labels."
-    )
     to_ports: list[PortDenyRule] | None = Field(
         default=None, alias="toPorts", description="Destination ports denied (no L7 rules)."
     )
