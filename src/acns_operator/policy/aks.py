@@ -95,18 +95,26 @@ def _pattern_field(selector: FQDNSelector) -> str:
     return "matchPattern" if selector.match_pattern is not None else "matchName"
 
 
+def _match_all(path: str, pattern: str | None, where: str) -> Finding | None:
+    """The error for a match-all ``pattern`` (``*``, ``**`` ...), which AKS refuses in ``where``."""
+    if pattern is None or not is_match_all(pattern):
+        return None
+    return Finding(
+        ERROR,
+        path,
+        f"{pattern!r} matches every name, and AKS does not support the universal "
+        f"wildcard in {where}; list the domains instead, e.g. '*.example.com'",
+        "aks.match-all",
+    )
+
+
 def _to_fqdn(
     path: str, selector: FQDNSelector, domain: str, settings: PolicySettings
 ) -> Iterator[Finding]:
     pattern = selector.match_pattern
-    if pattern is not None and is_match_all(pattern):
-        yield Finding(
-            ERROR,
-            f"{path}.matchPattern",
-            f"{pattern!r} matches every name, and AKS does not support the universal "
-            "wildcard in toFQDNs; list the domains instead, e.g. '*.example.com'",
-            "aks.match-all",
-        )
+    match_all = _match_all(f"{path}.matchPattern", pattern, "toFQDNs")
+    if match_all is not None:
+        yield match_all
         return
     yield from _multilevel(f"{path}.matchPattern", pattern, settings)
     if selects_under_domain(selector, domain):
@@ -202,14 +210,9 @@ def _dns_rules(
         )
     for index, selector in enumerate(selectors):
         pattern = selector.match_pattern
-        if pattern is not None and is_match_all(pattern):
-            yield Finding(
-                ERROR,
-                f"{path}[{index}].matchPattern",
-                f"{pattern!r} matches every name, and AKS does not support the universal "
-                "wildcard in DNS rules; list the domains instead, e.g. '*.example.com'",
-                "aks.match-all",
-            )
+        match_all = _match_all(f"{path}[{index}].matchPattern", pattern, "DNS rules")
+        if match_all is not None:
+            yield match_all
         else:
             yield from _multilevel(f"{path}[{index}].matchPattern", pattern, settings)
 

@@ -242,7 +242,8 @@ def _icmps_with_ports(
         )
 
 
-def _ingress(path: str, rule: IngressRule, *, host: bool) -> Iterator[Finding]:
+def _ingress_common(path: str, rule: IngressRule | IngressDenyRule) -> Iterator[Finding]:
+    """The checks allow and deny ingress rules share, before their ports."""
     yield from _exclusive_peers(
         path,
         [
@@ -257,26 +258,17 @@ def _ingress(path: str, rule: IngressRule, *, host: bool) -> Iterator[Finding]:
     yield from _peers(
         path, "from", rule.from_endpoints, rule.from_nodes, rule.from_cidr, rule.from_cidr_set
     )
+
+
+def _ingress(path: str, rule: IngressRule, *, host: bool) -> Iterator[Finding]:
+    yield from _ingress_common(path, rule)
     for index, port_rule in enumerate(rule.to_ports or []):
         yield from _port_rule(f"{path}.toPorts[{index}]", port_rule, ingress=True, host=host)
     yield from _icmps(path, rule.icmps)
 
 
 def _ingress_deny(path: str, rule: IngressDenyRule) -> Iterator[Finding]:
-    yield from _exclusive_peers(
-        path,
-        [
-            ("fromEndpoints", rule.from_endpoints),
-            ("fromCIDR", rule.from_cidr),
-            ("fromCIDRSet", rule.from_cidr_set),
-            ("fromEntities", rule.from_entities),
-        ],
-    )
-    yield from _requires(path, "fromRequires", rule.from_requires)
-    yield from _icmps_with_ports(path, rule.icmps, rule.to_ports)
-    yield from _peers(
-        path, "from", rule.from_endpoints, rule.from_nodes, rule.from_cidr, rule.from_cidr_set
-    )
+    yield from _ingress_common(path, rule)
     for index, port_rule in enumerate(rule.to_ports or []):
         yield from _deny_ports(f"{path}.toPorts[{index}]", port_rule)
     yield from _icmps(path, rule.icmps)
@@ -296,6 +288,13 @@ def _egress_peers(rule: EgressRule | EgressDenyRule) -> list[tuple[str, Sequence
     return members
 
 
+def _egress_common(path: str, rule: EgressRule | EgressDenyRule) -> Iterator[Finding]:
+    """The checks allow and deny egress rules share, after their peer exclusions."""
+    yield from _requires(path, "toRequires", rule.to_requires)
+    yield from _icmps_with_ports(path, rule.icmps, rule.to_ports)
+    yield from _peers(path, "to", rule.to_endpoints, rule.to_nodes, rule.to_cidr, rule.to_cidr_set)
+
+
 def _egress(path: str, rule: EgressRule, *, host: bool) -> Iterator[Finding]:
     yield from _exclusive_peers(path, _egress_peers(rule))
     if rule.to_services and rule.to_ports:
@@ -305,9 +304,7 @@ def _egress(path: str, rule: EgressRule, *, host: bool) -> Iterator[Finding]:
             "select the service's pods with toEndpoints and use toPorts with that",
             "cilium.services-with-ports",
         )
-    yield from _requires(path, "toRequires", rule.to_requires)
-    yield from _icmps_with_ports(path, rule.icmps, rule.to_ports)
-    yield from _peers(path, "to", rule.to_endpoints, rule.to_nodes, rule.to_cidr, rule.to_cidr_set)
+    yield from _egress_common(path, rule)
     for index, selector in enumerate(rule.to_fqdns or []):
         yield from _fqdn_selector(f"{path}.toFQDNs[{index}]", selector)
     for index, port_rule in enumerate(rule.to_ports or []):
@@ -317,9 +314,7 @@ def _egress(path: str, rule: EgressRule, *, host: bool) -> Iterator[Finding]:
 
 def _egress_deny(path: str, rule: EgressDenyRule) -> Iterator[Finding]:
     yield from _exclusive_peers(path, _egress_peers(rule))
-    yield from _requires(path, "toRequires", rule.to_requires)
-    yield from _icmps_with_ports(path, rule.icmps, rule.to_ports)
-    yield from _peers(path, "to", rule.to_endpoints, rule.to_nodes, rule.to_cidr, rule.to_cidr_set)
+    yield from _egress_common(path, rule)
     for index, port_rule in enumerate(rule.to_ports or []):
         yield from _deny_ports(f"{path}.toPorts[{index}]", port_rule)
     yield from _icmps(path, rule.icmps)
