@@ -94,6 +94,15 @@ def test_odd_label_bytes_are_escaped_like_miekg_dns_so_a_dot_inside_a_label_stay
     assert wire.parse_query(packet).qname == "a\\.b\\\\c\\032d\\001.test."
 
 
+def test_a_dot_inside_an_otherwise_plain_label_is_escaped_not_read_as_two_labels() -> None:
+    # "www.example" + "test" is not www.example.test: an exact rule for the latter
+    # must not allow it (the fast path once presented both the same way)
+    packet = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\x0bwww.example\x04test\x00"
+    packet += b"\x00\x01\x00\x01"
+    assert wire.parse_query(packet).qname == "www\\.example.test."
+    assert dnslib.DNSRecord.parse(packet).q.qname.label == (b"www.example", b"test")
+
+
 @pytest.mark.parametrize("rcode", [wire.REFUSED, wire.NXDOMAIN, wire.SERVFAIL])
 def test_a_built_reply_keeps_the_id_the_question_and_its_letter_case(rcode: int) -> None:
     query = wire.parse_query(make_query("MiXeD.Example.Test", msg_id=31337))

@@ -169,34 +169,67 @@ def _read_question_name(data: bytes, offset: int) -> tuple[str, int]:
     The first question of a query starts right after the header, so a compression
     pointer there could only point into the header: it is rejected.
     """
+    labels, offset = _name_labels(data, offset, QuestionError, pointers=False)
+    return _presentation(labels), offset
+
+
+def _presentation(labels: list[bytes]) -> str:
+    """The lower-case, dot-terminated presentation form of a name's labels."""
+    if not labels:
+        return "."
+    joined = b".".join(labels)
+    if not joined.translate(None, _PLAIN_BYTES + b".") and joined.count(b".") == len(labels) - 1:
+        # the common case: only label characters (no dot inside a label), no escaping
+        return joined.decode("ascii").lower() + "."
+    return (".".join(label_text(label) for label in labels) + ".").lower()
+
+
+def _name_labels(
+    data: bytes,
+    offset: int,
+    error: type[QuestionError] | type[AnswerError],
+    *,
+    pointers: bool,
+) -> tuple[list[bytes], int]:
+    """Read the raw labels of the name at ``offset`` and the offset just after it.
+
+    With ``pointers`` compression pointers are followed; they must point strictly
+    backwards, which bounds the work by the message length and rules out loops.
+    Without, any pointer is an ``error``. Names over 255 bytes are an ``error``.
+    """
     labels: list[bytes] = []
-    wire_len = 0
     n = len(data)
+    wire_len = 0
+    after = -1  # where the name ends in place, once a pointer was followed
     while True:
         if offset >= n:
-            raise QuestionError("question name runs past the end of the message")
+            raise error("name runs past the end of the message")
         length = data[offset]
         if length == 0:
             offset += 1
-            wire_len += 1
             break
-        if length & 0xC0:
-            raise QuestionError("compression pointer or extended label in the question")
+        kind = length & 0xC0
+        if kind == 0xC0 and pointers:
+            if offset + 2 > n:
+                raise error("compression pointer runs past the end of the message")
+            target = ((length & 0x3F) << 8) | data[offset + 1]
+            if target >= offset:
+                raise error("compression pointer does not point backwards")
+            if after < 0:
+                after = offset + 2
+            offset = target
+            continue
+        if kind:
+            raise error("compression pointer or extended label type where not allowed")
         end = offset + 1 + length
         if end > n:
-            raise QuestionError("question label runs past the end of the message")
+            raise error("label runs past the end of the message")
         wire_len += 1 + length
         if wire_len >= MAX_NAME_WIRE_LEN:
-            raise QuestionError("question name longer than 255 bytes")
+            raise error("name longer than 255 bytes")
         labels.append(data[offset + 1 : end])
         offset = end
-    if not labels:
-        return ".", offset
-    joined = b".".join(labels)
-    if not joined.translate(None, _PLAIN_BYTES + b"."):
-        # the common case: only label characters, no escaping needed
-        return joined.decode("ascii").lower() + ".", offset
-    return (".".join(label_text(label) for label in labels) + ".").lower(), offset
+    return labels, (offset if after < 0 else after)
 
 
 def parse_query(data: bytes) -> Query:
@@ -293,37 +326,8 @@ def _read_name(data: bytes, offset: int) -> str:
     Pointers must point strictly backwards, which bounds the work by the message
     length and rules out loops.
     """
-    labels: list[str] = []
-    n = len(data)
-    wire_len = 0
-    while True:
-        if offset >= n:
-            raise AnswerError("name runs past the end of the message")
-        length = data[offset]
-        if length == 0:
-            break
-        kind = length & 0xC0
-        if kind == 0xC0:
-            if offset + 2 > n:
-                raise AnswerError("compression pointer runs past the end of the message")
-            target = ((length & 0x3F) << 8) | data[offset + 1]
-            if target >= offset:
-                raise AnswerError("compression pointer does not point backwards")
-            offset = target
-            continue
-        if kind:
-            raise AnswerError("extended label type")
-        end = offset + 1 + length
-        if end > n:
-            raise AnswerError("label runs past the end of the message")
-        wire_len += 1 + length
-        if wire_len >= MAX_NAME_WIRE_LEN:
-            raise AnswerError("name longer than 255 bytes")
-        labels.append(label_text(data[offset + 1 : end]))
-        offset = end
-    if not labels:
-        return "."
-    return (".".join(labels) + ".").lower()
+    labels, _ = _name_labels(data, offset, AnswerError, pointers=True)
+    return _presentation(labels)
 
 
 def scan_answer(data: bytes) -> AnswerSummary:
