@@ -153,8 +153,13 @@ class _Bucket:
     def any_match(self, name: str) -> bool:
         return self.combined.fullmatch(name) is not None
 
-    def collect(self, name: str, out: list[int]) -> None:
-        if self.any_match(name):
+    def collect(self, name: str, out: list[int], *, first_only: bool = False) -> None:
+        """Append the index of every pattern matching ``name`` (any one if first_only)."""
+        if not self.any_match(name):
+            return
+        if first_only:
+            out.append(self.indices[0])
+        else:
             out.extend(
                 index
                 for index, regex in zip(self.indices, self.regexes, strict=True)
@@ -342,20 +347,12 @@ class Matcher:
                         if labels_ok:
                             found.extend(entry.multi)
                 if entry.irregular is not None:
-                    if first_only:
-                        if entry.irregular.any_match(name):
-                            found.append(entry.irregular.indices[0])
-                    else:
-                        entry.irregular.collect(name, found)
+                    entry.irregular.collect(name, found, first_only=first_only)
                 if first_only and found:
                     return found
             first = False
         if self._unindexed is not None:
-            if first_only:
-                if self._unindexed.any_match(name):
-                    found.append(self._unindexed.indices[0])
-            else:
-                self._unindexed.collect(name, found)
+            self._unindexed.collect(name, found, first_only=first_only)
         return found
 
 
