@@ -98,34 +98,36 @@ def decide(
     known: Decision | None = memo.get(key)
     if known is not None:
         return known
-    decision = _decide(rules, src_ip, dst_ip, dst_port, protocol, qname, search_suffix_help)
+    endpoint = rules.by_ip.get(src_ip)
+    decision = (
+        UNKNOWN
+        if endpoint is None
+        else _endpoint_decision(
+            endpoint, address_key(dst_ip), dst_port, protocol, qname, search_suffix_help
+        )
+    )
     if len(memo) >= MEMO_MAX:
         memo.clear()
     memo[key] = decision
     return decision
 
 
-def _decide(
-    rules: RuleSet,
-    src_ip: str,
-    dst_ip: str,
-    dst_port: int,
+def _endpoint_decision(
+    endpoint: CompiledEndpoint,
+    dst: tuple[int, int],
+    port: int,
     protocol: int,
     qname: str,
     search_suffix_help: bool,
 ) -> Decision:
-    endpoint = rules.by_ip.get(src_ip)
-    if endpoint is None:
-        return UNKNOWN
-    dst = address_key(dst_ip)
-    rule = _allowing_rule(endpoint, dst, dst_port, protocol, qname)
+    rule = _allowing_rule(endpoint, dst, port, protocol, qname)
     if rule is not None:
         return Decision(Verdict.ALLOWED, endpoint, rule)
     if search_suffix_help:
         for suffix in endpoint.search_suffixes:
             if qname.endswith(suffix) and len(qname) > len(suffix):
                 base = qname[: -len(suffix)] + "."
-                rule = _allowing_rule(endpoint, dst, dst_port, protocol, base)
+                rule = _allowing_rule(endpoint, dst, port, protocol, base)
                 if rule is not None:
                     return Decision(Verdict.ALLOWED, endpoint, rule, search_suffix=suffix)
     return Decision(Verdict.DENIED, endpoint)
