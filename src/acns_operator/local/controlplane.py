@@ -52,6 +52,7 @@ from typing import Any, Self
 
 import yaml
 
+from acns_operator import childproc
 from acns_operator.errors import HarnessError
 from acns_operator.local.certs import CertificateAuthority, new_signing_key
 from acns_operator.local.kube import (
@@ -245,23 +246,13 @@ class ManagedProcess:
 
     def start(self) -> None:
         """Start the process in its own session (a terminal's Ctrl-C goes to us only)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"$ {' '.join(self.argv)}\n".encode())
-            log.flush()
-            try:
-                self._process = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=_child_environment(),
-                    start_new_session=True,
-                    # One prctl() call between fork and exec: safe even with threads.
-                    preexec_fn=_die_with_parent,
-                )
-            except OSError as exc:
-                raise HarnessError(f"could not start {self.name} ({self.argv[0]}): {exc}") from exc
+        try:
+            # One prctl() call between fork and exec: safe even with threads.
+            self._process = childproc.start_logged(
+                self.argv, self.log_path, env=_child_environment(), preexec_fn=_die_with_parent
+            )
+        except OSError as exc:
+            raise HarnessError(f"could not start {self.name} ({self.argv[0]}): {exc}") from exc
 
     def exit_code(self) -> int | None:
         """The exit status if the process has ended, else None."""
@@ -269,11 +260,7 @@ class ManagedProcess:
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the log, for error messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return f"(no log at {self.log_path})"
-        return "\n".join(text.splitlines()[-lines:])
+        return childproc.log_tail(self.log_path, lines)
 
     def describe_failure(self, what: str) -> str:
         """A message saying ``what`` failed, the exit status, log path and log tail."""
@@ -286,15 +273,8 @@ class ManagedProcess:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Safe to call twice."""
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=grace)
+        if self._process is not None:
+            childproc.terminate(self._process, grace)
 
 
 # --- control plane ------------------------------------------------------------------------

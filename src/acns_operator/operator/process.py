@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from acns_operator import childproc
 from acns_operator.errors import HarnessError
 
 LOG_TAIL_LINES = 40
@@ -77,28 +77,13 @@ class OperatorProcess:
 
     def start(self) -> None:
         """Start the process; returns at once (see :meth:`wait_ready`)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [*acns_command(), *self.args]
         env = {**os.environ, **self.env, "NO_PROXY": "127.0.0.1,localhost"}
-        with self.log_path.open("ab") as log:
-            log.write(f"$ {' '.join(argv)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        self._process = childproc.start_logged(argv, self.log_path, env=env)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The end of the log, for failure messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return f"(no log at {self.log_path})"
-        return "\n".join(text.splitlines()[-lines:])
+        return childproc.log_tail(self.log_path, lines)
 
     def log(self) -> str:
         """The whole log so far."""
@@ -163,17 +148,9 @@ class OperatorProcess:
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; the exit status."""
-        process = self._process
-        if process is None:
+        if self._process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=grace)
-        return process.returncode
+        return childproc.terminate(self._process, grace)
 
     def kill(self) -> None:
         """SIGKILL, as a crash or a node loss would end it: no clean-up runs."""
