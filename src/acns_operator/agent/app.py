@@ -315,6 +315,7 @@ class Agent:
         self._endpoint_policies = {
             key: to_endpoint_policy(r, self.policy_settings.cluster_domain)
             for key, r in self.rules.items()
+            if r.dns  # endpoints without DNS rules are not redirected to the proxy
         }
         self._publish()
         self.metrics.compile_seconds.labels("full").observe(time.perf_counter() - started)
@@ -332,8 +333,36 @@ class Agent:
             await asyncio.sleep(0.02)
             if not self.synced.is_set() or not self._pending:
                 continue
-            self.recompile(self._pending)
-            self._pending = set()
+            pending, self._pending = self._pending, set()
+            try:
+                self.recompile(pending)
+            except Exception:
+                # The kernel refused a transaction (or another bug): our view of the
+                # datapath may be off. Read the kernel back and converge again.
+                log.exception("applying a recompile failed; resynchronising the datapath")
+                self.metrics.datapath_errors.inc()
+                await asyncio.sleep(1.0)
+                try:
+                    self.resync_datapath()
+                except Exception:
+                    log.exception("resynchronising the datapath failed; retrying later")
+                    self._pending |= pending
+                    self._wake.set()
+
+    def resync_datapath(self) -> None:
+        """Adopt what the kernel holds now and converge it to the compiled programs."""
+        self.datapath = Datapath(self.backend, self.store, self.clock)
+        self.applier.datapath = self.datapath
+        self.datapath.adopt(self.backend.observe())
+        self.datapath.refill_from_store()
+        self.rules = self.compiler.compile_all()
+        self.datapath.set_programs({r.ip: to_program(r) for r in self.rules.values()})
+        self._endpoint_policies = {
+            key: to_endpoint_policy(r, self.policy_settings.cluster_domain)
+            for key, r in self.rules.items()
+            if r.dns  # endpoints without DNS rules are not redirected to the proxy
+        }
+        self._publish()
 
     def recompile(self, keys: set[str]) -> None:
         """Recompile some endpoints and apply the difference."""
@@ -349,9 +378,12 @@ class Agent:
             if new is not None:
                 self.rules[key] = new
                 changes[new.ip] = to_program(new)
-                self._endpoint_policies[key] = to_endpoint_policy(
-                    new, self.policy_settings.cluster_domain
-                )
+                if new.dns:
+                    self._endpoint_policies[key] = to_endpoint_policy(
+                        new, self.policy_settings.cluster_domain
+                    )
+                else:
+                    self._endpoint_policies.pop(key, None)
         self.datapath.update_programs(changes)
         local_ips = {
             p.ip for k in self.compiler.local_endpoints() if (p := self.compiler.pods[k]).ip
