@@ -167,9 +167,9 @@ def _cluster_names(group: _Group, applying: list[_DNSRules], domain: str) -> Ite
     yield Finding(
         WARNING,
         own[0].path,
-        f"these DNS rules allow no name under {bare}: the selected pods cannot resolve "
-        f"in-cluster service names such as kubernetes.default.svc.{bare} (the DNS proxy "
-        "refuses them). If they talk to services in the cluster, also allow "
+        f"these DNS rules allow no in-cluster service name: the selected pods cannot "
+        f"resolve names such as kubernetes.default.svc.{bare} (the DNS proxy refuses "
+        "them). If they talk to services in the cluster, also allow "
         f"matchPattern: '*.*.svc.{bare}' (or the namespaces they use)",
         "aks.dns-blocks-cluster-names",
     )
