@@ -30,7 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acns_operator.dnsproxy import rules
-from acns_operator.dnsproxy.testing import LoopbackDnsmasq, ProxyProcess, free_port
+from acns_operator.dnsproxy.testing import (
+    LoopbackDnsmasq,
+    ProxyProcess,
+    loopback_settings,
+)
 from acns_operator.local.dnsserver import DnsRecord, DnsZone
 from benchmarks.record import Record, make_record
 from benchmarks.timing import percentile
@@ -156,19 +160,11 @@ def run(*, quick: bool = False) -> Record:
         upstream.start()
         proxy = ProxyProcess(
             work,
-            {
-                "listen_address": "127.0.0.1",
-                "port": str(free_port()),
-                "upstream": upstream.address,
-                "agent_address": "",
-                "rules_file": str(work / "snapshot.json"),
-                "transparent": "false",
-                "denied_log_per_second": "1",
-            },
+            loopback_settings(upstream.address, work / "snapshot.json", denied_log_per_second="1"),
         )
         proxy.start()
         direct = (upstream.ip, upstream.port)
-        through = ("127.0.0.1", int(proxy.settings["port"]))
+        through = proxy.address
         try:
             # warm both paths (dnsmasq's and the proxy's first queries)
             dnsperf(through, query_file, seconds=1, rate=2000)

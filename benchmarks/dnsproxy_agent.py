@@ -21,7 +21,12 @@ import tempfile
 from pathlib import Path
 
 from acns_operator.dnsproxy import rules
-from acns_operator.dnsproxy.testing import LoopbackDnsmasq, ProxyProcess, free_port, query
+from acns_operator.dnsproxy.testing import (
+    LoopbackDnsmasq,
+    ProxyProcess,
+    loopback_settings,
+    query,
+)
 from acns_operator.local.dnsserver import DnsRecord, DnsZone
 from acns_operator.local.fake_agent import FakeAgent
 from benchmarks.record import Record, make_record
@@ -48,16 +53,9 @@ async def _measure(
     work: Path, upstream: LoopbackDnsmasq, mode: str, queries: int
 ) -> tuple[list[float], int]:
     agent: FakeAgent | None = None
-    settings = {
-        "listen_address": "127.0.0.1",
-        "port": str(free_port()),
-        "upstream": upstream.address,
-        "transparent": "false",
-        "rules_file": str(work / mode / "snapshot.json"),
-    }
+    settings = loopback_settings(upstream.address, work / mode / "snapshot.json")
     if mode == "standalone":
         rules.save_snapshot(_snapshot(), work / mode / "snapshot.json")
-        settings["agent_address"] = ""
     else:
         agent = FakeAgent(rules.to_policy_state(_snapshot()))
         await agent.start(f"unix://{work / mode}.sock")

@@ -22,7 +22,12 @@ from acns_operator.agent.fqdn_service import (
     start_server,
 )
 from acns_operator.dnsproxy import rules
-from acns_operator.dnsproxy.testing import LoopbackDnsmasq, ProxyProcess, free_port, query
+from acns_operator.dnsproxy.testing import (
+    LoopbackDnsmasq,
+    ProxyProcess,
+    loopback_settings,
+    query,
+)
 from acns_operator.local.dnsserver import default_test_zone
 from acns_operator.proto import fqdndata_pb2 as pb
 
@@ -83,18 +88,15 @@ async def test_the_agents_snapshot_is_acked_and_its_mappings_applied_before_the_
     hub, recorder, _server = agent
     proxy = ProxyProcess(
         tmp_path,
-        {
-            "listen_address": "127.0.0.1",
-            "port": str(free_port()),
-            "upstream": upstream.address,
-            "agent_address": f"unix://{tmp_path / 'agent.sock'}",
-            "rules_file": str(tmp_path / "state" / "snapshot.json"),
-            "transparent": "false",
-        },
+        loopback_settings(
+            upstream.address,
+            tmp_path / "state" / "snapshot.json",
+            agent_address=f"unix://{tmp_path / 'agent.sock'}",
+        ),
     )
     await asyncio.to_thread(proxy.start)
     try:
-        server = ("127.0.0.1", int(proxy.settings["port"]))
+        server = proxy.address
         # connected before the agent has any snapshot: no rules yet, SERVFAIL
         deadline = time.monotonic() + 10
         while proxy.metric("acns_dnsproxy_agent_connected") != 1:

@@ -23,7 +23,13 @@ import dnslib
 import pytest
 
 from acns_operator.dnsproxy import rules
-from acns_operator.dnsproxy.testing import LoopbackDnsmasq, ProxyProcess, free_port, query
+from acns_operator.dnsproxy.testing import (
+    LoopbackDnsmasq,
+    ProxyProcess,
+    free_port,
+    loopback_settings,
+    query,
+)
 from acns_operator.local.dnsserver import default_test_zone
 from acns_operator.local.fake_agent import FakeAgent
 from acns_operator.proto import fqdndata_pb2 as pb
@@ -83,37 +89,21 @@ def standalone(
 ) -> Iterator[ProxyProcess]:
     workdir = tmp_path_factory.mktemp("standalone")
     rules.save_snapshot(snapshot(), workdir / "snapshot.json")
-    proxy = ProxyProcess(
-        workdir,
-        {
-            "listen_address": "127.0.0.1",
-            "port": str(free_port()),
-            "upstream": upstream.address,
-            "agent_address": "",
-            "rules_file": str(workdir / "snapshot.json"),
-            "transparent": "false",
-        },
-    )
+    proxy = ProxyProcess(workdir, loopback_settings(upstream.address, workdir / "snapshot.json"))
     proxy.start()
     yield proxy
     proxy.stop()
 
 
-def address(proxy: ProxyProcess) -> tuple[str, int]:
-    return proxy.settings["listen_address"], int(proxy.settings["port"])
-
-
 def agent_proxy(tmp_path: Path, upstream: LoopbackDnsmasq, **extra: str) -> ProxyProcess:
-    settings = {
-        "listen_address": "127.0.0.1",
-        "port": str(free_port()),
-        "upstream": upstream.address,
-        "agent_address": f"unix://{tmp_path / 'agent.sock'}",
-        "rules_file": str(tmp_path / "state" / "snapshot.json"),
+    settings = loopback_settings(
+        upstream.address,
+        tmp_path / "state" / "snapshot.json",
+        agent_address=f"unix://{tmp_path / 'agent.sock'}",
         # the listener path that reads each datagram's original destination
-        "transparent": "true",
-        "agent_reconnect_interval": "0.2",
-    }
+        transparent=True,
+        agent_reconnect_interval="0.2",
+    )
     settings.update(extra)
     return ProxyProcess(tmp_path, settings)
 
@@ -141,7 +131,7 @@ async def connected(
 
 
 async def test_an_allowed_name_resolves_to_the_test_hosts_address(standalone: ProxyProcess) -> None:
-    answer = await query(address(standalone), "payments.example.test")
+    answer = await query(standalone.address, "payments.example.test")
     assert answer.rcode == "NOERROR"
     assert answer.addresses == ["192.0.2.10"]
 
@@ -149,21 +139,21 @@ async def test_an_allowed_name_resolves_to_the_test_hosts_address(standalone: Pr
 async def test_a_denied_name_is_refused_at_once_and_never_reaches_the_upstream(
     standalone: ProxyProcess, upstream: LoopbackDnsmasq
 ) -> None:
-    answer = await query(address(standalone), "www.other.test")
+    answer = await query(standalone.address, "www.other.test")
     assert answer.rcode == "REFUSED"
     assert answer.record.rr == []
     # the upstream serves this name; it was never asked
     assert not upstream.queried("www.other.test")
-    await query(address(standalone), "payments.example.test")
+    await query(standalone.address, "payments.example.test")
     assert upstream.queried("payments.example.test")
 
 
 async def test_a_single_label_wildcard_allows_one_label_but_not_two_and_not_the_apex(
     standalone: ProxyProcess,
 ) -> None:
-    one = await query(address(standalone), "api.example.test")
-    two = await query(address(standalone), "a.b.example.test")
-    apex = await query(address(standalone), "example.test")
+    one = await query(standalone.address, "api.example.test")
+    two = await query(standalone.address, "a.b.example.test")
+    apex = await query(standalone.address, "example.test")
     assert (one.rcode, one.addresses) == ("NOERROR", ["192.0.2.20"])
     assert two.rcode == "REFUSED"
     assert apex.rcode == "REFUSED"
@@ -176,15 +166,15 @@ async def test_the_reply_keeps_the_clients_id_and_letter_case(
     for name in ("PayMents.Example.TEST", "WWW.Other.Test"):
         record = dnslib.DNSRecord.question(name)
         record.header.id = 4321
-        answer = await query(address(standalone), packet=record.pack(), tcp=tcp)
+        answer = await query(standalone.address, packet=record.pack(), tcp=tcp)
         assert answer.record.header.id == 4321
         assert str(answer.record.q.qname) == name + "."
 
 
 async def test_tcp_queries_work_and_a_large_answer_arrives_whole(standalone: ProxyProcess) -> None:
-    small = await query(address(standalone), "payments.example.test", tcp=True)
-    big = await query(address(standalone), "big.example.test", tcp=True)
-    denied = await query(address(standalone), "www.other.test", tcp=True)
+    small = await query(standalone.address, "payments.example.test", tcp=True)
+    big = await query(standalone.address, "big.example.test", tcp=True)
+    denied = await query(standalone.address, "www.other.test", tcp=True)
     assert small.addresses == ["192.0.2.10"]
     assert len(big.addresses) == 100
     assert len(big.raw or b"") > 1232
@@ -194,15 +184,15 @@ async def test_tcp_queries_work_and_a_large_answer_arrives_whole(standalone: Pro
 async def test_a_truncated_udp_answer_passes_through_and_edns0_carries_the_large_one(
     standalone: ProxyProcess,
 ) -> None:
-    plain = await query(address(standalone), "big.example.test")
-    with_edns = await query(address(standalone), "big.example.test", edns=4096)
+    plain = await query(standalone.address, "big.example.test")
+    with_edns = await query(standalone.address, "big.example.test", edns=4096)
     assert plain.record.header.tc == 1
     assert with_edns.record.header.tc == 0
     assert len(with_edns.addresses) == 100
 
 
 async def test_a_cname_chain_is_answered_whole(standalone: ProxyProcess) -> None:
-    answer = await query(address(standalone), "www.example.test")
+    answer = await query(standalone.address, "www.example.test")
     assert answer.addresses == ["198.51.100.30"]
     assert [str(rr.rdata) for rr in answer.record.rr if rr.rtype == dnslib.QTYPE.CNAME] == [
         "edge.example.test.",
@@ -211,14 +201,14 @@ async def test_a_cname_chain_is_answered_whole(standalone: ProxyProcess) -> None
 
 
 async def test_an_unknown_source_address_gets_servfail(standalone: ProxyProcess) -> None:
-    answer = await query(address(standalone), "payments.example.test", source="127.0.0.2")
+    answer = await query(standalone.address, "payments.example.test", source="127.0.0.2")
     assert answer.rcode == "SERVFAIL"
 
 
 async def test_malformed_packets_are_dropped_or_formerr_and_the_proxy_keeps_answering(
     standalone: ProxyProcess,
 ) -> None:
-    server = address(standalone)
+    server = standalone.address
     short = await query(server, packet=b"\x12\x34\x01", wait=0.3)
     response = dnslib.DNSRecord.question("payments.example.test").reply().pack()
     looped = await query(server, packet=response, wait=0.3)
@@ -241,8 +231,8 @@ async def test_malformed_packets_are_dropped_or_formerr_and_the_proxy_keeps_answ
 async def test_metrics_use_cilium_and_hubble_names_and_health_endpoints_answer(
     standalone: ProxyProcess,
 ) -> None:
-    await query(address(standalone), "payments.example.test")
-    await query(address(standalone), "www.other.test")
+    await query(standalone.address, "payments.example.test")
+    await query(standalone.address, "www.other.test")
     denied = standalone.metric("cilium_policy_l7_total", rule="denied", proxy_type="fqdn")
     forwarded = standalone.metric("cilium_policy_l7_total", rule="forwarded", proxy_type="fqdn")
     hubble_denied = standalone.metric("hubble_dns_queries_total", rcode="Policy denied", qtypes="A")
@@ -265,7 +255,7 @@ async def test_metrics_use_cilium_and_hubble_names_and_health_endpoints_answer(
 async def test_a_denied_query_logs_one_json_line_naming_pod_namespace_name_and_policy(
     standalone: ProxyProcess,
 ) -> None:
-    await query(address(standalone), "denied-for-log.other.test", "AAAA")
+    await query(standalone.address, "denied-for-log.other.test", "AAAA")
     lines = [
         json.loads(line.split(": ", 1)[1])
         for line in standalone.log().splitlines()
@@ -288,20 +278,16 @@ async def test_musl_search_suffix_help_lets_an_allowed_name_plus_a_search_suffix
     rules.save_snapshot(snapshot(search_suffixes=suffixes), tmp_path / "snapshot.json")
     proxy = ProxyProcess(
         tmp_path,
-        {
-            "listen_address": "127.0.0.1",
-            "port": str(free_port()),
-            "upstream": upstream.address,
-            "agent_address": "",
-            "rules_file": str(tmp_path / "snapshot.json"),
-            "transparent": "false",
-            "search_suffix_help": "true",
-            "reject_response_code": "nameError",
-        },
+        loopback_settings(
+            upstream.address,
+            tmp_path / "snapshot.json",
+            search_suffix_help="true",
+            reject_response_code="nameError",
+        ),
     )
     await asyncio.to_thread(proxy.start)
     try:
-        server = address(proxy)
+        server = proxy.address
         walked = [await query(server, f"payments.example.test.{suffix}") for suffix in suffixes]
         final = await query(server, "payments.example.test")
         foreign = await query(server, "www.other.test.shop.svc.cluster.local")
@@ -327,14 +313,14 @@ async def test_the_agents_snapshot_is_acked_persisted_and_enforced(
     assert ack.response == pb.RESPONSE_CODE_NO_ERROR
     persisted = rules.load_snapshot(tmp_path / "state" / "snapshot.json")
     assert persisted.request_id == "snapshot-1"
-    assert (await query(address(connected), "payments.example.test")).rcode == "NOERROR"
+    assert (await query(connected.address, "payments.example.test")).rcode == "NOERROR"
     # a new snapshot without payments.example.test applies at once
     await agent.push(rules.to_policy_state(snapshot(2, names=["big.example.test"])))
     await agent.wait_for_ack("snapshot-2")
     assert (
-        await query(address(connected), "payments.example.test")
+        await query(connected.address, "payments.example.test")
     ).rcode == "NOERROR"  # *.example.test
-    assert (await query(address(connected), "www.example.test")).rcode == "NOERROR"
+    assert (await query(connected.address, "www.example.test")).rcode == "NOERROR"
     await agent.push(rules.to_policy_state(snapshot(3, names=[])))
     await agent.wait_for_ack("snapshot-3")
     assert rules.load_snapshot(tmp_path / "state" / "snapshot.json").revision == 3
@@ -346,7 +332,7 @@ async def test_the_mapping_reaches_the_agent_before_the_reply_is_released(
     connected: ProxyProcess, agent: FakeAgent
 ) -> None:
     agent.ack_delay = 0.05
-    answer = await query(address(connected), "www.example.test")
+    answer = await query(connected.address, "www.example.test")
     assert answer.rcode == "NOERROR"
     [received] = await agent.wait_for_mappings(1)
     assert answer.sent_at < received.received_at
@@ -369,7 +355,7 @@ async def test_a_slow_agent_holds_the_reply_no_longer_than_the_max_delay(
     connected: ProxyProcess, agent: FakeAgent
 ) -> None:
     agent.ack_delay = 2.0
-    answer = await query(address(connected), "payments.example.test", wait=3.0)
+    answer = await query(connected.address, "payments.example.test", wait=3.0)
     held = answer.received_at - answer.sent_at
     assert answer.rcode == "NOERROR"
     assert 0.09 <= held < 1.0
@@ -379,10 +365,10 @@ async def test_a_slow_agent_holds_the_reply_no_longer_than_the_max_delay(
 async def test_denied_and_addressless_answers_push_nothing(
     connected: ProxyProcess, agent: FakeAgent
 ) -> None:
-    assert (await query(address(connected), "www.other.test")).rcode == "REFUSED"
-    assert (await query(address(connected), "missing.example.test")).rcode == "NXDOMAIN"
-    assert (await query(address(connected), "text.example.test", "TXT")).rcode == "NOERROR"
-    await query(address(connected), "api.example.test")
+    assert (await query(connected.address, "www.other.test")).rcode == "REFUSED"
+    assert (await query(connected.address, "missing.example.test")).rcode == "NXDOMAIN"
+    assert (await query(connected.address, "text.example.test", "TXT")).rcode == "NOERROR"
+    await query(connected.address, "api.example.test")
     mappings = await agent.wait_for_mappings(1)
     assert [m.mapping.fqdn for m in mappings] == ["api.example.test."]
 
@@ -390,8 +376,8 @@ async def test_denied_and_addressless_answers_push_nothing(
 async def test_an_answer_the_agent_already_has_is_not_pushed_again(
     connected: ProxyProcess, agent: FakeAgent
 ) -> None:
-    first = await query(address(connected), "many.example.test")
-    second = await query(address(connected), "many.example.test")
+    first = await query(connected.address, "many.example.test")
+    second = await query(connected.address, "many.example.test")
     assert first.addresses
     assert sorted(second.addresses) == sorted(first.addresses)
     await agent.wait_for_mappings(1)
@@ -409,9 +395,9 @@ async def test_with_the_agent_down_dns_keeps_working_and_mappings_replay_when_it
         assert time.monotonic() < deadline, "the proxy never noticed the agent was gone"
         await asyncio.sleep(0.05)
 
-    allowed = await query(address(connected), "payments.example.test")
-    other = await query(address(connected), "api.example.test")
-    denied = await query(address(connected), "www.other.test")
+    allowed = await query(connected.address, "payments.example.test")
+    other = await query(connected.address, "api.example.test")
+    denied = await query(connected.address, "www.other.test")
     assert (allowed.rcode, allowed.addresses) == ("NOERROR", ["192.0.2.10"])
     assert (other.rcode, other.addresses) == ("NOERROR", ["192.0.2.20"])
     assert denied.rcode == "REFUSED"
@@ -447,8 +433,8 @@ async def test_a_restarted_proxy_serves_the_persisted_snapshot_while_the_agent_i
     second = agent_proxy(tmp_path, upstream, port=first.settings["port"])
     await asyncio.to_thread(second.start)
     try:
-        allowed = await query(address(second), "payments.example.test")
-        denied = await query(address(second), "www.other.test")
+        allowed = await query(second.address, "payments.example.test")
+        denied = await query(second.address, "www.other.test")
         assert (allowed.rcode, allowed.addresses) == ("NOERROR", ["192.0.2.10"])
         assert denied.rcode == "REFUSED"
         assert second.metric("acns_dnsproxy_agent_connected") == 0
@@ -481,22 +467,12 @@ async def _query_loop(
 async def test_two_proxies_share_one_port_and_a_sigterm_restart_of_each_loses_no_query(
     upstream: LoopbackDnsmasq, tmp_path: Path
 ) -> None:
-    port = str(free_port())
+    port = free_port()
     rules.save_snapshot(snapshot(), tmp_path / "snapshot.json")
 
     def make(name: str) -> ProxyProcess:
-        return ProxyProcess(
-            tmp_path / name,
-            {
-                "listen_address": "127.0.0.1",
-                "port": port,
-                "upstream": upstream.address,
-                "agent_address": "",
-                "rules_file": str(tmp_path / "snapshot.json"),
-                "transparent": "false",
-            },
-            name=name,
-        )
+        settings = loopback_settings(upstream.address, tmp_path / "snapshot.json", port=port)
+        return ProxyProcess(tmp_path / name, settings, name=name)
 
     old, new = make("old"), make("new")
     await asyncio.to_thread(old.start)
@@ -544,7 +520,7 @@ def test_promtool_finds_nothing_to_lint_in_the_metrics(standalone: ProxyProcess)
 
 
 def test_a_real_prometheus_scrapes_the_proxy(standalone: ProxyProcess, tmp_path: Path) -> None:
-    host, port = address(standalone)
+    host, port = standalone.address
     dnslib.DNSRecord.question("payments.example.test").send(host, port, timeout=2)
     web_port = free_port()
     config = tmp_path / "prometheus.yml"

@@ -16,7 +16,7 @@ import dnslib
 import pytest
 
 from acns_operator.dnsproxy import rules
-from acns_operator.dnsproxy.testing import ProxyProcess, free_port, query
+from acns_operator.dnsproxy.testing import ProxyProcess, loopback_settings, query
 
 pytestmark = [pytest.mark.slow]
 
@@ -84,15 +84,9 @@ async def proxy(scripted: ScriptedUpstream, tmp_path: Path) -> AsyncIterator[Pro
     rules.save_snapshot(snapshot, tmp_path / "snapshot.json")
     process = ProxyProcess(
         tmp_path,
-        {
-            "listen_address": "127.0.0.1",
-            "port": str(free_port()),
-            "upstream": f"127.0.0.1:{scripted.port}",
-            "agent_address": "",
-            "rules_file": str(tmp_path / "snapshot.json"),
-            "transparent": "false",
-            "upstream_timeout": "0.5",
-        },
+        loopback_settings(
+            f"127.0.0.1:{scripted.port}", tmp_path / "snapshot.json", upstream_timeout="0.5"
+        ),
     )
     await asyncio.to_thread(process.start)
     yield process

@@ -3,7 +3,8 @@
 * :class:`LoopbackDnsmasq` - a real dnsmasq on ``127.0.0.x:<high port>`` serving a
   :class:`~acns_operator.local.dnsserver.DnsZone` (never forwarding anywhere).
 * :class:`ProxyProcess` - ``acns dnsproxy`` as a child process, configured through its
-  ``ACNS_DNSPROXY_*`` environment, ready when ``/readyz`` says so, stopped by PID.
+  ``ACNS_DNSPROXY_*`` environment (:func:`loopback_settings` for the usual ones), ready
+  when ``/readyz`` says so, stopped by PID.
 * :func:`query` - an asyncio DNS client (UDP or TCP) that records when the reply came.
 
 Every address used is loopback; processes are stopped by their own PID.
@@ -153,6 +154,33 @@ def acns_executable() -> str:
     return str(candidate)
 
 
+def loopback_settings(
+    upstream: str,
+    rules_file: Path,
+    *,
+    agent_address: str = "",
+    transparent: bool = False,
+    port: int | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """Settings for a proxy listening on ``127.0.0.1`` (a free port unless given).
+
+    ``upstream`` is the fixed upstream (``ip:port``), ``rules_file`` the snapshot file;
+    with no ``agent_address`` the proxy runs standalone on that file. ``extra`` are
+    further DnsProxySettings fields (lower case) and their values.
+    """
+    settings = {
+        "listen_address": "127.0.0.1",
+        "port": str(free_port() if port is None else port),
+        "upstream": upstream,
+        "agent_address": agent_address,
+        "rules_file": str(rules_file),
+        "transparent": "true" if transparent else "false",
+    }
+    settings.update(extra)
+    return settings
+
+
 class ProxyProcess:
     """``acns dnsproxy`` as a child process (see the module doc)."""
 
@@ -184,6 +212,11 @@ class ProxyProcess:
         if self.process is None:
             raise HarnessError(f"{self.name} is not running")
         return self.process.pid
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the proxy listens: (listen address, port)."""
+        return self.settings["listen_address"], int(self.settings["port"])
 
     def start(self, *, timeout: float = 10.0) -> None:
         """Start the proxy and wait until ``/readyz`` answers 200."""
