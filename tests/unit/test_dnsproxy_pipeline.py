@@ -173,6 +173,20 @@ async def test_an_answer_with_addresses_becomes_a_queued_mapping_while_the_agent
     assert metrics.mappings_dropped == 2
 
 
+async def test_a_full_mapping_queue_keeps_the_newest_mappings_and_counts_the_dropped() -> None:
+    metrics = ProxyMetrics(CollectorRegistry())
+    agent = AgentLink("unix:///nonexistent", metrics, lambda _: (1, ""), queue_size=3)
+    proxy = make_proxy(agent=agent)
+    names = [f"n{i}.example.test" for i in range(5)]
+    for i, name in enumerate(names):
+        query = wire.parse_query(packet(name))
+        reply = dnslib.DNSRecord.parse(packet(name)).reply()
+        reply.add_answer(dnslib.RR(name, rdata=dnslib.A(f"192.0.2.{i + 1}"), ttl=30))
+        proxy.conclude(query, POD, reply.pack(), 0.0, 0.0)
+    assert [mapping.fqdn for mapping in agent._queue] == [f"{name}." for name in names[2:]]
+    assert metrics.mappings_dropped == 2
+
+
 def _mapping(addresses: tuple[bytes, ...], lookup_ms: int, ttl: int = 30) -> Mapping:
     return Mapping(
         fqdn="api.example.test.",
