@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from acns_operator.api.objects import CiliumClusterwideNetworkPolicy, PolicyObject
@@ -193,16 +193,34 @@ class _CompiledPolicy:
 
 
 @dataclass(slots=True)
+class _PartOutput:
+    allow: list[PeerAllow] = field(default_factory=list)
+    deny: list[PeerAllow] = field(default_factory=list)
+    fqdn: list[FQDNAllow] = field(default_factory=list)
+    dns: list[DNSAllow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Part:
+    """One ``egress`` / ``egressDeny`` item: compiled when needed, dropped on change."""
+
+    denies: bool
+    rule: EgressRule | EgressDenyRule
+    source: RuleSource
+    peers: tuple[Selector, ...]
+    has_dns: bool
+    output: _PartOutput | None = None
+
+
+@dataclass(slots=True)
 class _RuleOutput:
-    """One rule of a policy, compiled once for every endpoint it selects."""
+    """One rule of a policy. Its items do not depend on the endpoint they apply to, so
+    each is compiled once and shared by every endpoint the rule selects."""
 
     subject: Selector
     enforced: bool
-    allow: list[PeerAllow]
-    deny: list[PeerAllow]
-    fqdn: list[FQDNAllow]
-    dns: list[DNSAllow]
-    notes: list[str]
+    parts: list[_Part]
 
 
 def policy_key(policy: PolicyObject) -> str:
@@ -301,6 +319,7 @@ class Compiler:
         # While False (a bulk load before the first compile_all), changes do not work
         # out which endpoints they affect: everything is compiled afterwards anyway.
         self.tracking = True
+        self._selected_cache: dict[str, frozenset[str]] = {}
 
     # -- state changes (each returns the local endpoints to recompile) --------------
 
@@ -345,6 +364,7 @@ class Compiler:
         """Forget a policy (deleted, or no longer admitted)."""
         compiled = self._policies.pop(key, None)
         self._outputs.pop(key, None)
+        self._selected_cache.pop(key, None)
         if compiled is None:
             return set()
         self._by_namespace.get(compiled.namespace, set()).discard(key)
@@ -359,14 +379,18 @@ class Compiler:
         old = self.pods.get(pod.key)
         if old == pod:
             return set()
+        old_labels = self.index.labels.get(pod.key)
+        if self._is_local(pod) or (old is not None and self._is_local(old)):
+            self._selected_cache.clear()
         touched = self._peer_policies(pod.key) if old is not None else set()
         self.pods[pod.key] = pod
         self.index.put(pod.key, self._labels_of(pod))
         self._clear_caches()
         touched |= self._peer_policies(pod.key)
+        labels = [self.index.labels[pod.key], *([old_labels] if old_labels else [])]
+        affected = self._invalidate_parts(touched, labels)
         if self._backs_service(pod) or (old is not None and self._backs_service(old)):
-            touched |= self._dns_policies
-        affected = self._invalidate(touched)
+            affected |= self._invalidate_parts(self._dns_policies, [], dns=True)
         if old is not None and old.host_ip != pod.host_ip:
             # Entities (host, remote-node, world) depend on node addresses.
             self._outputs.clear()
@@ -380,10 +404,11 @@ class Compiler:
         old = self.pods.get(key)
         if old is None:
             return set()
-        touched = self._peer_policies(key)
+        affected = self._invalidate_parts(self._peer_policies(key), [self.index.labels[key]])
+        if self._is_local(old):
+            self._selected_cache.clear()
         if self._backs_service(old):
-            touched |= self._dns_policies
-        affected = self._invalidate(touched)
+            affected |= self._invalidate_parts(self._dns_policies, [], dns=True)
         if self._is_local(old):
             affected.add(key)
         del self.pods[key]
@@ -396,6 +421,7 @@ class Compiler:
         if self.namespaces.get(name) == dict(labels):
             return set()
         touched: set[str] = set()
+        self._selected_cache.clear()
         members = [p for p in self.pods.values() if p.namespace == name]
         for pod in members:
             touched |= self._peer_policies(pod.key)
@@ -425,7 +451,7 @@ class Compiler:
         if service.key == "default/kubernetes":
             self._outputs.clear()  # the kube-apiserver entity
             return set(self.local_endpoints())
-        return self._invalidate(self._dns_policies)
+        return self._invalidate_parts(self._dns_policies, [], dns=True)
 
     def remove_service(self, key: str) -> set[str]:
         """Forget a Service."""
@@ -435,7 +461,7 @@ class Compiler:
         if key == "default/kubernetes":
             self._outputs.clear()
             return set(self.local_endpoints())
-        return self._invalidate(self._dns_policies)
+        return self._invalidate_parts(self._dns_policies, [], dns=True)
 
     # -- queries --------------------------------------------------------------------
 
@@ -481,11 +507,14 @@ class Compiler:
                 if policy_name not in policies:
                     policies.append(policy_name)
                 enforced = enforced or output.enforced
-                allow.extend(output.allow)
-                deny.extend(output.deny)
-                fqdn.extend(output.fqdn)
-                dns.extend(output.dns)
-                notes.extend(output.notes)
+                compiled = self._policies[policy_name]
+                for part in output.parts:
+                    done = self._part_output(compiled, part)
+                    allow.extend(done.allow)
+                    deny.extend(done.deny)
+                    fqdn.extend(done.fqdn)
+                    dns.extend(done.dns)
+                    notes.extend(done.notes)
         if not selected_any:
             return None
         return EndpointRules(
@@ -516,24 +545,40 @@ class Compiler:
             wants_deny = rule.enable_default_deny is None or (
                 rule.enable_default_deny.egress is not False
             )
-            output = _RuleOutput(subject, wants_deny, [], [], [], [], [])
-            for index, egress in enumerate(rule.egress or []):
+            parts: list[_Part] = []
+            items: list[tuple[bool, str, EgressRule | EgressDenyRule]] = [
+                (False, f"{path}.egress[{i}]", e) for i, e in enumerate(rule.egress or [])
+            ]
+            items += [
+                (True, f"{path}.egressDeny[{i}]", d) for i, d in enumerate(rule.egress_deny or [])
+            ]
+            for denies, item_path, item in items:
                 source = RuleSource(
-                    compiled.kind, compiled.namespace or "", compiled.name,
-                    f"{path}.egress[{index}]",
-                )  # fmt: skip
-                self._egress(
-                    compiled, egress, source, output.allow, output.fqdn, output.dns, output.notes
+                    compiled.kind, compiled.namespace or "", compiled.name, item_path
                 )
-            for index, denied in enumerate(rule.egress_deny or []):
-                source = RuleSource(
-                    compiled.kind, compiled.namespace or "", compiled.name,
-                    f"{path}.egressDeny[{index}]",
-                )  # fmt: skip
-                self._egress_deny(compiled, denied, source, output.deny, output.notes)
-            outputs.append(output)
+                peers = tuple(compiled.peer_of(sel) for sel in item.to_endpoints or [])
+                has_dns = not denies and any(
+                    p.rules is not None and p.rules.dns is not None
+                    for p in getattr(item, "to_ports", None) or []
+                )
+                parts.append(_Part(denies, item, source, peers, has_dns))
+            outputs.append(_RuleOutput(subject, wants_deny, parts))
         self._outputs[key] = outputs
         return outputs
+
+    def _part_output(self, compiled: _CompiledPolicy, part: _Part) -> _PartOutput:
+        if part.output is None:
+            out = _PartOutput()
+            if part.denies:
+                assert isinstance(part.rule, EgressDenyRule)
+                self._egress_deny(compiled, part.rule, part.source, out.deny, out.notes)
+            else:
+                assert isinstance(part.rule, EgressRule)
+                self._egress(
+                    compiled, part.rule, part.source, out.allow, out.fqdn, out.dns, out.notes
+                )
+            part.output = out
+        return part.output
 
     def _invalidate(self, policy_keys: Iterable[str]) -> set[str]:
         """Drop the outputs of some policies; returns the endpoints they select."""
@@ -542,6 +587,28 @@ class Compiler:
             self._outputs.pop(key, None)
             compiled = self._policies.get(key)
             if compiled is not None and self.tracking:
+                affected |= self._selected_by(compiled)
+        return affected
+
+    def _invalidate_parts(
+        self, policy_keys: Iterable[str], labels: Sequence[Mapping[str, str]], *, dns: bool = False
+    ) -> set[str]:
+        """Drop only the items whose peers select a pod with ``labels`` (or, with ``dns``,
+        the items with DNS rules); returns the endpoints of the policies touched."""
+        affected: set[str] = set()
+        for key in policy_keys:
+            # Not compiled yet: nothing to drop, but its endpoints may still change.
+            touched = key not in self._outputs
+            for output in self._outputs.get(key, []):
+                for part in output.parts:
+                    hit = (dns and part.has_dns) or any(
+                        peer.matches(one) for peer in part.peers for one in labels
+                    )
+                    if hit:
+                        part.output = None
+                        touched = True
+            compiled = self._policies.get(key)
+            if touched and compiled is not None and self.tracking:
                 affected |= self._selected_by(compiled)
         return affected
 
@@ -756,12 +823,17 @@ class Compiler:
         }
 
     def _selected_by(self, compiled: _CompiledPolicy) -> set[str]:
+        # Only local pods can be selected, and they change far less than peers do.
+        cached = self._selected_cache.get(compiled.key)
+        if cached is not None:
+            return set(cached)
         out: set[str] = set()
         for _, _, subject in compiled.rules:
             for key in self.index.select(subject):
                 pod = self.pods.get(key)
                 if pod is not None and self._is_local(pod):
                     out.add(key)
+        self._selected_cache[compiled.key] = frozenset(out)
         return out
 
 
