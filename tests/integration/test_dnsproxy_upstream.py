@@ -33,6 +33,7 @@ class ScriptedUpstream:
         self.port: int = self.sock.getsockname()[1]
         self.handle: Handler = lambda _: []
         self.received: list[bytes] = []
+        self.peers: list[tuple[str, int]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
@@ -40,6 +41,7 @@ class ScriptedUpstream:
         while True:
             data, peer = await loop.sock_recvfrom(self.sock, 65535)
             self.received.append(data)
+            self.peers.append(peer)
             for out in self.handle(data):
                 await loop.sock_sendto(self.sock, out, peer)
 
@@ -114,7 +116,7 @@ async def test_replies_with_a_wrong_id_or_question_are_ignored_and_the_matching_
     assert proxy.metric("acns_dnsproxy_upstream_stray_replies_total") == 2
 
 
-async def test_the_upstream_sees_a_random_id_not_the_clients(
+async def test_the_upstream_sees_a_random_id_and_source_port_not_the_clients(
     proxy: ProxyProcess, scripted: ScriptedUpstream
 ) -> None:
     scripted.handle = lambda data: [answer(data, "192.0.2.55")]
@@ -126,6 +128,12 @@ async def test_the_upstream_sees_a_random_id_not_the_clients(
         assert result.record.header.id == 1234
         ids.append(dnslib.DNSRecord.parse(scripted.received[-1]).header.id)
     assert len(set(ids)) > 1
+    # source ports the kernel chose from the ephemeral range, never the listener's
+    port_range = await asyncio.to_thread(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text)
+    low, high = map(int, port_range.split())
+    ports = {port for _, port in scripted.peers}
+    assert all(low <= port <= high for port in ports)
+    assert proxy.address[1] not in ports
 
 
 async def test_an_upstream_timeout_sends_no_reply_like_cilium_and_is_counted(
