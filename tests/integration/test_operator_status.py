@@ -16,6 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,16 +85,23 @@ def stop_cleanly(process: OperatorProcess) -> None:
     assert " 403" not in log, process.log_tail()
 
 
-@pytest.fixture
-def operator(operator_env: OperatorEnv) -> Iterator[OperatorProcess]:
-    """A status-writing operator without webhook (policies go straight in)."""
-    process = operator_env.process(name="status")
+@contextmanager
+def running(process: OperatorProcess) -> Iterator[OperatorProcess]:
+    """Start the operator, wait until it is ready, and stop it cleanly afterwards."""
     process.start()
     try:
         process.wait_ready()
         yield process
     finally:
         stop_cleanly(process)
+
+
+@pytest.fixture
+def operator(operator_env: OperatorEnv) -> Iterator[OperatorProcess]:
+    """A status-writing operator without webhook (policies go straight in)."""
+    process = operator_env.process(name="status")
+    with running(process):
+        yield process
 
 
 def apply(kubectl: Kubectl, doc: dict[str, Any]) -> None:
@@ -130,25 +138,19 @@ def test_a_restarted_operator_writes_nothing_and_posts_no_duplicate_events(
 ) -> None:
     moved = [relocate(doc, k8s_namespace) for doc in (GOOD, BAD, WORSE)]
     first = operator_env.process(name="before-restart")
-    first.start()
-    try:
-        first.wait_ready()
+    with running(first):
         for doc in moved:
             apply(kubectl, doc)
         for doc in moved:
             wait_condition(k8s_api, doc, "True" if JUDGE(doc).admitted else "False")
         wait_for("both Events", lambda: all(events_about(k8s_api, d) for d in moved[1:]))
         wait_synced(first, k8s_api)
-    finally:
-        stop_cleanly(first)
     versions = {
         policy_path(d): k8s_api.get(policy_path(d))["metadata"]["resourceVersion"] for d in moved
     }
     events = {policy_path(d): len(events_about(k8s_api, d)) for d in moved}
     second = operator_env.process(name="after-restart")
-    second.start()
-    try:
-        second.wait_ready()
+    with running(second):
         wait_synced(second, k8s_api)
         time.sleep(2)  # anything it would (wrongly) write would show by now
         assert second.metric("acns_status_writes_total") == 0
@@ -159,8 +161,6 @@ def test_a_restarted_operator_writes_nothing_and_posts_no_duplicate_events(
                 == versions[policy_path(doc)]
             )
             assert len(events_about(k8s_api, doc)) == events[policy_path(doc)]
-    finally:
-        stop_cleanly(second)
     assert events == {policy_path(moved[0]): 0, policy_path(moved[1]): 1, policy_path(moved[2]): 1}
 
 
@@ -323,9 +323,7 @@ def test_the_serving_certificate_is_renewed_and_admission_keeps_working(
         "ACNS_OPERATOR_TLS_CHECK_INTERVAL": "1",
     }
     process = env.process(name="rotating", webhook_port=port, env=short)
-    process.start()
-    try:
-        process.wait_ready()
+    with running(process):
         wait_for("the webhook", lambda: _denied(kubectl, k8s_namespace))
         first = _secret(k8s_api, env)
         bundle = k8s_api.get(VWC)["webhooks"][0]["clientConfig"]["caBundle"]
@@ -346,8 +344,6 @@ def test_the_serving_certificate_is_renewed_and_admission_keeps_working(
         assert k8s_api.get(VWC)["webhooks"][0]["clientConfig"]["caBundle"] == bundle
         assert _denied(kubectl, k8s_namespace)
         assert process.metric("acns_webhook_certificate_expiry_timestamp_seconds") > time.time()
-    finally:
-        stop_cleanly(process)
 
 
 def test_a_certificate_from_a_secret_is_served_registered_and_reloaded_when_renewed(
@@ -390,9 +386,7 @@ def test_a_certificate_from_a_secret_is_served_registered_and_reloaded_when_rene
         webhook_port=free_port(),
         env={"ACNS_OPERATOR_TLS_CHECK_INTERVAL": "1"},
     )
-    process.start()
-    try:
-        process.wait_ready()
+    with running(process):
         wait_for("the webhook", lambda: _denied(kubectl, k8s_namespace))
         registered = k8s_api.get(VWC)["webhooks"][0]["clientConfig"]["caBundle"]
         assert registered == secret["data"]["ca.crt"]
@@ -409,8 +403,6 @@ def test_a_certificate_from_a_secret_is_served_registered_and_reloaded_when_rene
         )
         wait_for("admission with the new certificate", lambda: _denied(kubectl, k8s_namespace))
         assert _secret(k8s_api, env).keys() == {"tls.crt", "tls.key", "ca.crt"}  # never written
-    finally:
-        stop_cleanly(process)
 
 
 @pytest.mark.parametrize(
@@ -461,9 +453,7 @@ def test_an_operator_limited_to_some_namespaces_admits_and_writes_only_there(
     process = operator_env.process(
         "--namespace", k8s_namespace, name="namespaced", webhook_port=free_port()
     )
-    process.start()
-    try:
-        process.wait_ready()
+    with running(process):
         wait_for("the webhook", lambda: _denied(kubectl, k8s_namespace))
         assert _denied(kubectl, k8s_namespace)
         assert not _denied(kubectl, outside)  # the namespace selector skips it
@@ -476,8 +466,6 @@ def test_an_operator_limited_to_some_namespaces_admits_and_writes_only_there(
         assert valid_condition(k8s_api.get(policy_path(outside_bad))) is None
         assert process.metric("acns_policies", namespace=outside) == 0
         assert process.metric("acns_policies", namespace=k8s_namespace) == 1
-    finally:
-        stop_cleanly(process)
 
 
 def test_a_deleted_webhook_configuration_is_registered_again(
@@ -488,14 +476,10 @@ def test_a_deleted_webhook_configuration_is_registered_again(
         webhook_port=free_port(),
         env={"ACNS_OPERATOR_TLS_CHECK_INTERVAL": "1"},
     )
-    process.start()
-    try:
-        process.wait_ready()
+    with running(process):
         first = wait_for("the registration", lambda: get_or_none(k8s_api, VWC))
         k8s_api.delete(VWC)
         again = wait_for("the registration to come back", lambda: get_or_none(k8s_api, VWC))
         assert again["metadata"]["uid"] != first["metadata"]["uid"]
         wait_for("the webhook", lambda: _denied(kubectl, k8s_namespace))
-    finally:
-        stop_cleanly(process)
     assert get_or_none(k8s_api, VWC) is None
