@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import ssl
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,3 +223,30 @@ def test_health_and_readiness_are_served_with_the_metrics(operator: OperatorProc
     assert status == 200
     assert "acns_admission_duration_seconds_bucket" in text
     assert 'acns_policies{kind="CiliumNetworkPolicy"' in text
+
+
+def test_kubectl_runs_acns_lint_as_a_plugin_from_the_virtualenv(kubectl: Kubectl) -> None:
+    bin_dir = Path(sys.executable).parent
+    assert os.access(bin_dir / "kubectl-acns", os.X_OK)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(kubectl.kubeconfig),
+    }
+    policies = [FIXTURES / "seeds" / "003-frontend-l7-policy.yaml", FIXTURES / "seeds"]
+    done = subprocess.run(
+        [str(kubectl.binary), "acns", "lint", "--output", "json", *map(str, policies)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert {entry["name"] for entry in report if entry["verdict"] == "blocked"} == {
+        "frontend-l7-policy"
+    }
+    assert {"allow-bing-fqdn", "alpine-example-com"} <= {
+        entry["name"] for entry in report if entry["verdict"] == "admitted"
+    }

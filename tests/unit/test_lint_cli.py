@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -188,38 +184,3 @@ def test_an_invalid_setting_is_a_usage_error() -> None:
 
 def test_lint_requires_a_path() -> None:
     assert run().exit_code == 2
-
-
-def _kubectl() -> str:
-    """kubectl as the test harness finds it: TEST_ASSET_KUBECTL, KUBEBUILDER_ASSETS, PATH."""
-    candidates = [
-        os.environ.get("TEST_ASSET_KUBECTL"),
-        str(Path(os.environ["KUBEBUILDER_ASSETS"]) / "kubectl")
-        if os.environ.get("KUBEBUILDER_ASSETS")
-        else None,
-        shutil.which("kubectl"),
-    ]
-    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-    assert found is not None, "kubectl is needed: put it on PATH or set KUBEBUILDER_ASSETS"
-    return found
-
-
-def test_kubectl_runs_lint_as_the_acns_plugin_from_the_virtualenv(tmp_path: Path) -> None:
-    bin_dir = Path(sys.executable).parent
-    assert os.access(bin_dir / "kubectl-acns", os.X_OK)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "KUBECONFIG": str(tmp_path / "none"),  # plugins run without a cluster
-    }
-    done = subprocess.run(
-        [_kubectl(), "acns", "lint", "--output", "json", str(L7), str(BING)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1, done.stderr
-    verdicts = {(entry["name"], entry["verdict"]) for entry in json.loads(done.stdout)}
-    assert verdicts == {("frontend-l7-policy", "blocked"), ("allow-bing-fqdn", "admitted")}
