@@ -33,6 +33,7 @@ stopping or killing the agent leaves the table enforcing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -88,9 +89,15 @@ def timeout_text(expiry: float, now: float) -> str:
 
 
 def _collapse(prefixes: Iterable[str]) -> list[str]:
+    return list(_collapse_sorted(tuple(sorted(set(prefixes)))))
+
+
+@functools.lru_cache(maxsize=16384)
+def _collapse_sorted(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    # Many endpoints share the same peers; parsing addresses dominates rendering.
     networks = [ipaddress.ip_network(p, strict=False) for p in prefixes]
     v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
-    return [str(n) for n in ipaddress.collapse_addresses(v4)]
+    return tuple(str(n) for n in ipaddress.collapse_addresses(v4))
 
 
 def _merge_ports(ports: Iterable[PortRange]) -> list[PortRange]:
