@@ -252,3 +252,15 @@ def test_a_corrupt_snapshot_is_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(InputError):
         StateFiles(tmp_path).load(make_store(ManualClock()))
+
+
+def test_journal_lines_are_json_whatever_the_name(tmp_path: Path) -> None:
+    files = StateFiles(tmp_path)
+    files.append(EP_A, NAME, ["192.0.2.10", "192.0.2.11"], 30, 1.5)
+    files.append(EP_A, 'odd"name.', [], 30, 2.0)
+    files.close()
+    lines = [json.loads(line) for line in files.journal_path.read_text().splitlines()]
+    assert lines == [
+        {"e": EP_A, "n": NAME, "i": ["192.0.2.10", "192.0.2.11"], "t": 30, "l": 1.5},
+        {"e": EP_A, "n": 'odd"name.', "i": [], "t": 30, "l": 2.0},
+    ]
