@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,40 @@ async def test_a_resync_rebuilds_the_datapath_from_the_backend_and_the_compiler(
     agent.resync_datapath()
     assert backend.verdict("10.244.1.10", "10.244.2.11", TCP, 8080, 0.0).allowed
     assert agent.applier.datapath is agent.datapath
+
+
+async def test_the_inspection_api_lists_the_cache_explains_and_serves_metrics(
+    agent: Agent,
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+    from click.testing import CliRunner
+
+    from acns_operator.agent.inspect import make_app
+    from acns_operator.commands.fqdn_cache import cache
+
+    agent.store.record("10.244.1.10", "payments.example.test.", ["192.0.2.10"], 60)
+    async with TestClient(TestServer(make_app(agent))) as client:
+        assert (await client.get("/readyz")).status == 200
+        body = await (await client.get("/v1/fqdn/cache?name=payments.example.test")).json()
+        assert [(e["endpoint"], e["ip"], e["source"]) for e in body["entries"]] == [
+            ("10.244.1.10", "192.0.2.10", "lookup")
+        ]
+        explained = await (
+            await client.get("/v1/explain?pod=shop/frontend&fqdn=x.example.test&port=443")
+        ).json()
+        assert explained["allowed"] is False
+        assert "default deny" in explained["reason"]
+        remote = await client.get("/v1/explain?pod=shop/backend&fqdn=x.example.test")
+        assert remote.status == 404
+        assert "node2" in (await remote.json())["error"]
+        metrics = await (await client.get("/metrics")).text()
+        assert 'cilium_fqdn_active_names{endpoint="10.244.1.10"} 1.0' in metrics
+        url = str(client.make_url(""))
+        result = await asyncio.to_thread(
+            CliRunner().invoke, cache, ["list", "--agent-url", url, "--endpoint", "10.244.1.10"]
+        )
+    assert result.exit_code == 0, result.output
+    header, row = result.output.splitlines()
+    assert header.split() == ["Endpoint", "Source", "FQDN", "TTL", "ExpirationTime", "IPs"]
+    assert row.split()[:4] == ["10.244.1.10", "lookup", "payments.example.test.", "60"]
+    assert row.split()[-1] == "192.0.2.10"

@@ -69,6 +69,12 @@ def make_app(agent: Agent) -> web.Application:
         port = int(port_text) if port_text and port_text.isdigit() else None
         if pod not in agent.compiler.pods:
             return web.json_response({"error": f"unknown pod {pod}"}, status=404)
+        if pod not in agent.compiler.local_endpoints():
+            node = agent.compiler.pods[pod].node
+            return web.json_response(
+                {"error": f"{pod} runs on {node or 'no node yet'}: ask that node's agent"},
+                status=404,
+            )
         rules = agent.compiler.compile(pod)
         addresses = sorted(agent.store.ips(to_fqdn(fqdn)))
         result = explain(

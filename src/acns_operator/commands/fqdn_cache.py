@@ -19,6 +19,12 @@ def fetch(url: str) -> Any:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our agent
             return json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        raise click.ClickException(f"the agent answered {exc.code}: {message}") from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise click.ClickException(f"cannot reach the agent at {url}: {exc}") from exc
 
