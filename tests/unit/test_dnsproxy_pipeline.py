@@ -24,6 +24,7 @@ from acns_operator.dnsproxy.server import (
     parse_host_port,
     parse_origdst,
 )
+from acns_operator.dnsproxy.testing import make_query
 from acns_operator.dnsproxy.upstream import UdpUpstream
 from acns_operator.errors import ConfigurationError
 from acns_operator.settings import DnsProxySettings
@@ -72,16 +73,9 @@ def make_proxy(options: ProxyOptions | None = None, agent: AgentLink | None = No
     return DnsProxy(options or ProxyOptions(), metrics, upstream, agent=agent, rules=ruleset())
 
 
-def packet(name: str, qtype: str = "A", msg_id: int = 99) -> bytes:
-    record = dnslib.DNSRecord.question(name, qtype)
-    record.header.id = msg_id
-    packed: bytes = record.pack()
-    return packed
-
-
 def test_an_allowed_query_is_forwarded_with_its_decision() -> None:
     proxy = make_proxy()
-    reply, query, decision = proxy.triage(packet("api.example.test"), POD, DNS, 17)
+    reply, query, decision = proxy.triage(make_query("api.example.test"), POD, DNS, 17)
     assert reply is None
     assert query is not None
     assert query.qname == "api.example.test."
@@ -94,7 +88,7 @@ def test_an_allowed_query_is_forwarded_with_its_decision() -> None:
 def test_a_denied_query_is_answered_with_the_configured_code_and_counted() -> None:
     for rcode in (wire.REFUSED, wire.NXDOMAIN):
         proxy = make_proxy(ProxyOptions(reject_rcode=rcode, denied_log_per_second=0))
-        reply, query, _ = proxy.triage(packet("www.other.test", msg_id=5), POD, DNS, 17)
+        reply, query, _ = proxy.triage(make_query("www.other.test", msg_id=5), POD, DNS, 17)
         assert query is None
         assert reply is not None
         parsed = dnslib.DNSRecord.parse(reply)
@@ -105,8 +99,8 @@ def test_a_denied_query_is_answered_with_the_configured_code_and_counted() -> No
 
 def test_an_unknown_endpoint_or_a_missing_upstream_gets_servfail() -> None:
     proxy = make_proxy()
-    unknown, _, _ = proxy.triage(packet("api.example.test"), "10.244.9.9", DNS, 17)
-    nowhere, _, _ = proxy.triage(packet("api.example.test"), POD, None, 17)
+    unknown, _, _ = proxy.triage(make_query("api.example.test"), "10.244.9.9", DNS, 17)
+    nowhere, _, _ = proxy.triage(make_query("api.example.test"), POD, None, 17)
     for reply in (unknown, nowhere):
         assert reply is not None
         assert dnslib.DNSRecord.parse(reply).header.rcode == wire.SERVFAIL
@@ -150,7 +144,7 @@ def test_the_packet_path_never_raises_on_arbitrary_bytes(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 def test_concluding_an_arbitrary_upstream_reply_never_raises(data: bytes) -> None:
     proxy = make_proxy()
-    query = wire.parse_query(packet("api.example.test"))
+    query = wire.parse_query(make_query("api.example.test"))
     out, hold = proxy.conclude(query, POD, data, 0.0, 0.0)
     assert out is not None
     assert hold is None
@@ -160,8 +154,8 @@ async def test_an_answer_with_addresses_becomes_a_queued_mapping_while_the_agent
     metrics = ProxyMetrics(CollectorRegistry())
     agent = AgentLink("unix:///nonexistent", metrics, lambda _: (1, ""), queue_size=2)
     proxy = make_proxy(agent=agent)
-    query = wire.parse_query(packet("api.example.test"))
-    reply = dnslib.DNSRecord.parse(packet("api.example.test")).reply()
+    query = wire.parse_query(make_query("api.example.test"))
+    reply = dnslib.DNSRecord.parse(make_query("api.example.test")).reply()
     reply.add_answer(dnslib.RR("api.example.test", rdata=dnslib.A("192.0.2.20"), ttl=30))
     out, hold = proxy.conclude(query, POD, reply.pack(), 0.0, 0.0)
     assert out == reply.pack()
@@ -179,8 +173,8 @@ async def test_a_full_mapping_queue_keeps_the_newest_mappings_and_counts_the_dro
     proxy = make_proxy(agent=agent)
     names = [f"n{i}.example.test" for i in range(5)]
     for i, name in enumerate(names):
-        query = wire.parse_query(packet(name))
-        reply = dnslib.DNSRecord.parse(packet(name)).reply()
+        query = wire.parse_query(make_query(name))
+        reply = dnslib.DNSRecord.parse(make_query(name)).reply()
         reply.add_answer(dnslib.RR(name, rdata=dnslib.A(f"192.0.2.{i + 1}"), ttl=30))
         proxy.conclude(query, POD, reply.pack(), 0.0, 0.0)
     assert [mapping.fqdn for mapping in agent._queue] == [f"{name}." for name in names[2:]]

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acns_operator.dnsproxy import wire
+from acns_operator.dnsproxy.testing import make_query
 
 LABEL = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
@@ -18,13 +19,6 @@ LABEL = st.text(
     max_size=20,
 )
 NAMES = st.lists(LABEL, min_size=1, max_size=5).map(".".join)
-
-
-def make_query(name: str, qtype: str = "A", msg_id: int = 4242) -> bytes:
-    record = dnslib.DNSRecord.question(name, qtype)
-    record.header.id = msg_id
-    packed: bytes = record.pack()
-    return packed
 
 
 def test_a_query_yields_its_lower_case_fqdn_type_and_id() -> None:
@@ -278,7 +272,7 @@ def test_random_bytes_never_raise_anything_but_wire_errors(packet: bytes) -> Non
 @given(NAMES, st.sampled_from(["A", "AAAA", "MX", "TXT"]), st.integers(0, 65535))
 @settings(max_examples=200, deadline=None)
 def test_query_parsing_agrees_with_dnslib(name: str, qtype: str, msg_id: int) -> None:
-    packet = make_query(name, qtype, msg_id)
+    packet = make_query(name, qtype, msg_id=msg_id)
     parsed = dnslib.DNSRecord.parse(packet)
     query = wire.parse_query(packet)
     assert query.qname == str(parsed.q.qname).lower()

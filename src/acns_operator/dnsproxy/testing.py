@@ -349,9 +349,14 @@ class Answer:
         ]
 
 
-def make_query(name: str, qtype: str = "A", *, edns: int | None = None) -> bytes:
-    """A recursive query packet, optionally with an EDNS0 OPT record."""
+def make_query(
+    name: str, qtype: str = "A", *, edns: int | None = None, msg_id: int | None = None
+) -> bytes:
+    """A recursive query packet (a random ID unless ``msg_id``), optionally with an
+    EDNS0 OPT record."""
     record = dnslib.DNSRecord.question(name, qtype)
+    if msg_id is not None:
+        record.header.id = msg_id
     if edns is not None:
         record.add_ar(dnslib.EDNS0(udp_len=edns))
     packed: bytes = record.pack()
