@@ -71,11 +71,12 @@ class AgentSettings(BaseSettings):
             "$KUBECONFIG when the agent does not run in a pod."
         ),
     )
-    backend: Literal["nftables", "memory"] = Field(
-        default="nftables",
+    backend: Literal["auto", "nftables", "memory"] = Field(
+        default="auto",
         description=(
             "Enforcement backend: 'nftables' filters in the kernel (needs NET_ADMIN); "
-            "'memory' keeps the same state in process only (no enforcement)."
+            "'memory' keeps the same state in process only (no enforcement); 'auto' is "
+            "nftables when it can be used, else memory with a warning."
         ),
     )
     netns: str | None = Field(

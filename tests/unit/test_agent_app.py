@@ -164,3 +164,11 @@ async def test_the_inspection_api_lists_the_cache_explains_and_serves_metrics(
     assert header.split() == ["Endpoint", "Source", "FQDN", "TTL", "ExpirationTime", "IPs"]
     assert row.split()[:4] == ["10.244.1.10", "lookup", "payments.example.test.", "60"]
     assert row.split()[-1] == "192.0.2.10"
+
+
+def test_auto_falls_back_to_the_memory_backend_when_nftables_cannot_be_used() -> None:
+    from acns_operator.agent.backends import create_backend
+
+    unusable = AgentSettings(backend="auto", netns="acns-no-such-namespace")
+    assert isinstance(create_backend(unusable), MemoryBackend)
+    assert isinstance(create_backend(AgentSettings(backend="memory")), MemoryBackend)

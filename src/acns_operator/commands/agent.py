@@ -14,7 +14,9 @@ from acns_operator.settings import AgentSettings, PolicySettings
 @click.command()
 @click.option("--node", "node_name", envvar="ACNS_AGENT_NODE_NAME", help="This node's name.")
 @click.option("--kubeconfig", help="kubeconfig path (default: in-cluster or $KUBECONFIG).")
-@click.option("--backend", type=click.Choice(["nftables", "memory"]), help="Enforcement backend.")
+@click.option(
+    "--backend", type=click.Choice(["auto", "nftables", "memory"]), help="Enforcement backend."
+)
 @click.option("--netns", help="Enforce in this named network namespace (default: our own).")
 @click.option("--state-dir", help="Where the policy-map store is persisted.")
 @click.option("--grpc-socket", help="Unix socket of the FQDNData service for the DNS proxy.")
