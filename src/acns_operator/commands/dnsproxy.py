@@ -52,6 +52,15 @@ def dnsproxy(log_level: str, **options: Any) -> None:
     Standalone (benchmarks, debugging):
 
         acns dnsproxy --rules-file snapshot.json --upstream 127.0.0.1:5353
+
+    The rules file is the snapshot the proxy persists (JSON, format
+    acns-dnsproxy-snapshot/v1, specified in acns_operator.dnsproxy.rules), so a node's
+    /var/lib/acns/dnsproxy/snapshot.json is a ready example. The smallest one:
+
+    \b
+        {"format": "acns-dnsproxy-snapshot/v1", "endpoints": [
+          {"ips": ["10.244.1.5"], "rules": [
+            {"match_patterns": ["*.example.test"], "servers": []}]}]}
     """
     from acns_operator.dnsproxy.app import serve
     from acns_operator.settings import DnsProxySettings
