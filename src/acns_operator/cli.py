@@ -7,6 +7,8 @@ invoked so that ``acns lint`` never pays for importing the operator or the proxy
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 import click
@@ -61,5 +63,10 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Entry point of the console scripts."""
-    cli()
+    """Entry point of the console scripts.
+
+    Invoked as ``kubectl-acns`` (kubectl's plugin lookup), usage lines read
+    ``kubectl acns ...``, which is what the user typed.
+    """
+    invoked_as = os.path.basename(sys.argv[0]) if sys.argv else "acns"
+    cli(prog_name="kubectl acns" if invoked_as == "kubectl-acns" else "acns")
