@@ -27,6 +27,7 @@ from pathlib import Path
 
 import dnslib
 
+from acns_operator import childproc
 from acns_operator.errors import HarnessError
 from acns_operator.local.dnsserver import DnsZone
 from acns_operator.local.netns import Netns
@@ -224,15 +225,7 @@ class ProxyProcess:
         env = dict(os.environ)
         for key, value in self.settings.items():
             env[f"ACNS_DNSPROXY_{key.upper()}"] = value
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                self._argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                env=env,
-                start_new_session=True,
-            )
+        self.process = childproc.start_logged(self._argv(), self.log_path, env=env)
         _wait(f"{self.name} /readyz", self.is_ready, timeout, self.log_path)
 
     def _argv(self) -> list[str]:
@@ -303,14 +296,7 @@ class ProxyProcess:
         """SIGTERM, wait, SIGKILL after ``timeout``; return the exit status."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        return self.process.returncode
+        return childproc.terminate(self.process, timeout)
 
     def log(self) -> str:
         """The proxy's log so far."""
