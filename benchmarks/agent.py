@@ -333,6 +333,7 @@ def run(*, quick: bool = False) -> Record:
         "compiled_endpoints_count": len(rules),
         "policies_count": policies,
     }
+    gc.freeze()  # the agent freezes again after its full sync
     figures |= measure_incremental(compiler, snapshot, 20 if quick else 200)
     programs = {r.ip: to_program(r) for r in rules.values()}
     figures["selectors_count"] = len({k for p in programs.values() for k in p.selectors()})
