@@ -340,18 +340,24 @@ class Datapath:
 
     def on_mapping(self, result: MappingResult) -> DatapathUpdate:
         """A DNS answer was recorded: extend the sets of the selectors matching it."""
-        update = DatapathUpdate()
-        if not result.changed or not self._matcher_keys:
-            return update
-        for index in self._matcher.matching(result.name):
-            key = self._matcher_keys[index]
-            self._names_by_selector.setdefault(key, set()).add(result.name)
-            current = self.elements[key]
-            for ip, expiry in result.changed:
-                if expiry > current.get(ip, 0.0):
-                    current[ip] = expiry
-                    update.elements.append((key, ip, expiry))
-        if update:
+        # The hot path (every DNS answer, while the proxy holds the reply): plain loops,
+        # no per-call allocations beyond the elements themselves.
+        elements: list[tuple[str, str, float]] = []
+        if result.changed and self._matcher_keys:
+            names = self._names_by_selector
+            for index in self._matcher.matching(result.name):
+                key = self._matcher_keys[index]
+                known = names.get(key)
+                if known is None:
+                    known = names[key] = set()
+                known.add(result.name)
+                current = self.elements[key]
+                for ip, expiry in result.changed:
+                    if expiry > current.get(ip, 0.0):
+                        current[ip] = expiry
+                        elements.append((key, ip, expiry))
+        update = DatapathUpdate(elements=elements)
+        if elements:
             self.backend.apply(update, self.clock.now())
         return update
 

@@ -35,6 +35,17 @@ class MemoryBackend:
 
     def apply(self, update: DatapathUpdate, now: float) -> None:
         """Apply ``update``."""
+        self.transactions += 1
+        sets = self.sets
+        if not (update.programs or update.new_selectors or update.removed_selectors):
+            for key, ip in update.removed_elements:
+                sets.get(key, {}).pop(ip, None)
+            for key, ip, expiry in update.elements:
+                target = sets.get(key)
+                if target is None:
+                    target = sets[key] = {}
+                target[ip] = expiry
+            return
         for key in update.new_selectors:
             self.sets.setdefault(key, {})
         for key, ip in update.removed_elements:
@@ -48,7 +59,6 @@ class MemoryBackend:
                 self.programs.pop(ip, None)
             else:
                 self.programs[ip] = program
-        self.transactions += 1
 
     def verdict(
         self,
