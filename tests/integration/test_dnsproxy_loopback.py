@@ -15,7 +15,6 @@ import socket
 import struct
 import subprocess
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from acns_operator.dnsproxy.testing import (
 )
 from acns_operator.local.dnsserver import default_test_zone
 from acns_operator.local.fake_agent import FakeAgent
+from acns_operator.local.prometheus import PrometheusServer
 from acns_operator.proto import fqdndata_pb2 as pb
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]  # root: IP_TRANSPARENT listeners
@@ -522,50 +522,9 @@ def test_promtool_finds_nothing_to_lint_in_the_metrics(standalone: ProxyProcess)
 def test_a_real_prometheus_scrapes_the_proxy(standalone: ProxyProcess, tmp_path: Path) -> None:
     host, port = standalone.address
     dnslib.DNSRecord.question("payments.example.test").send(host, port, timeout=2)
-    web_port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: dnsproxy\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{standalone.settings['metrics_port']}']}}]\n"
-    )
-    log = (tmp_path / "prometheus.log").open("wb")
-    prometheus = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{web_port}",
-        ],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    url = (
-        f"http://127.0.0.1:{web_port}/api/v1/query?query="
-        "cilium_policy_l7_total%7Brule%3D%22forwarded%22%2Cproxy_type%3D%22fqdn%22%7D"
-    )
-    try:
-        value = 0.0
-        deadline = time.monotonic() + 30
-        while value < 1 and time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                body = _fetch(url)
-            except OSError:
-                continue
-            found = json.loads(body)["data"]["result"]
-            if found:
-                value = float(found[0]["value"][1])
-        assert value >= 1
-    finally:
-        prometheus.terminate()
-        prometheus.wait(timeout=10)
-        log.close()
-
-
-def _fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
-        text: str = response.read().decode()
-        return text
+    target = f"127.0.0.1:{standalone.settings['metrics_port']}"
+    with PrometheusServer({"dnsproxy": target}, tmp_path / "prometheus") as prometheus:
+        value = prometheus.wait_for_value(
+            'cilium_policy_l7_total{rule="forwarded",proxy_type="fqdn"}', minimum=1
+        )
+    assert value >= 1
