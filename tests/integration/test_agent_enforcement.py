@@ -26,9 +26,19 @@ from typing import Any
 
 import pytest
 
+from acns_operator.errors import HarnessError
+from acns_operator.local.controlplane import ControlPlane
 from acns_operator.local.dnsserver import default_test_zone
-from acns_operator.local.kube import ApiClient, ApiError, create_pod, create_service
+from acns_operator.local.kube import (
+    ApiClient,
+    ApiError,
+    create_namespace,
+    create_pod,
+    create_service,
+)
+from acns_operator.local.prometheus import PrometheusServer
 from acns_operator.local.topology import Cluster, Pod, Topology, build_cluster
+from tests.fixtures_controlplane import CRD_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns, pytest.mark.controlplane]
 
@@ -54,8 +64,11 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> Non
 class AgentProcess:
     """``acns agent`` as a child process (stopped by PID)."""
 
-    def __init__(self, workdir: Path, kubeconfig: Path, netns: str) -> None:
+    def __init__(
+        self, workdir: Path, kubeconfig: Path, netns: str, env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
+        self.env = dict(os.environ, **(env or {}))
         self.kubeconfig = kubeconfig
         self.netns = netns
         self.http_port = free_port()
@@ -71,7 +84,9 @@ class AgentProcess:
             "--http-port", str(self.http_port), "--gc-interval", "1", "--log-level", "DEBUG",
         ]  # fmt: skip
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
         wait_for("the agent to sync", self.ready)
 
     def ready(self) -> bool:
@@ -170,14 +185,16 @@ def ensure_cluster_dns(api: ApiClient, namespace: str) -> None:
         )  # fmt: skip
 
 
-@pytest.fixture
-def scenario(
+@contextlib.contextmanager
+def running_scenario(
     topology: Topology,
     k8s_api: ApiClient,
     k8s_namespace: str,
     kubeconfig: Path,
     tmp_path: Path,
+    agent_env: dict[str, str] | None = None,
 ) -> Iterator[Scenario]:
+    """The seed scenario's pods and policies, the DNS proxy in node1, the agent running."""
     zone = default_test_zone().with_address("short2.example.test", "192.0.2.51", ttl=2)
     cluster = build_cluster(topology, zone=zone, listen_ports=(80, 443))
     node1, node2 = cluster.nodes
@@ -196,7 +213,7 @@ def scenario(
     ):
         create_pod(k8s_api, namespace, pod.name, node_name=node, labels=labels, pod_ip=pod.ip)
         created.append(f"{namespace}/{pod.name}")
-    agent = AgentProcess(tmp_path, kubeconfig, node1.netns.name)
+    agent = AgentProcess(tmp_path, kubeconfig, node1.netns.name, agent_env)
     node1.spawn(
         [
             ACNS, "dnsproxy", "--agent-address", f"unix://{agent.socket}",
@@ -250,6 +267,18 @@ def scenario(
                 k8s_api.delete(f"/api/v1/namespaces/{ns}/pods/{name}?gracePeriodSeconds=0")
         if agent.log.exists():
             print(agent.log.read_text()[-6000:])
+
+
+@pytest.fixture
+def scenario(
+    topology: Topology,
+    k8s_api: ApiClient,
+    k8s_namespace: str,
+    kubeconfig: Path,
+    tmp_path: Path,
+) -> Iterator[Scenario]:
+    with running_scenario(topology, k8s_api, k8s_namespace, kubeconfig, tmp_path) as this:
+        yield this
 
 
 def test_the_seed_scenario_allows_exactly_the_resolved_names_peers_and_ports(
@@ -351,3 +380,127 @@ def test_deleting_a_policy_removes_its_enforcement_and_blocked_policies_are_neve
         lambda: any("match-all" in k for k in scenario.agent.get("/v1/status")["blocked_policies"]),
     )
     assert frontend.tcp_connect(database.ip, 5432)
+
+
+def test_a_real_prometheus_scrapes_the_agents_metrics(scenario: Scenario, tmp_path: Path) -> None:
+    assert scenario.backend.dig("payments.example.test").addresses == ["192.0.2.10"]
+    metrics = urllib.request.urlopen(
+        f"http://127.0.0.1:{scenario.agent.http_port}/metrics", timeout=5
+    ).read()
+    lint = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=metrics,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    target = {"agent": f"127.0.0.1:{scenario.agent.http_port}"}
+    with PrometheusServer(target, tmp_path / "prometheus") as prometheus:
+        assert prometheus.wait_for_value('up{job="agent"}', minimum=1) == 1
+        ips = prometheus.wait_for_value(
+            f'cilium_fqdn_active_ips{{endpoint="{scenario.backend.ip}"}}', minimum=1
+        )
+        applied = prometheus.wait_for_value("acns_agent_mapping_apply_seconds_count", minimum=1)
+        selectors = prometheus.wait_for_value("cilium_fqdn_selectors", minimum=3)
+    assert ips >= 1
+    assert applied >= 1
+    assert selectors >= 3, "payments, short and short2"
+
+
+def _answers(api: ApiClient, path: str) -> bool:
+    try:
+        return api.request("GET", path).ok
+    except HarnessError:  # connection refused while it starts
+        return False
+
+
+def _watch_counts(agent: AgentProcess, field: str) -> int:
+    watches = agent.get("/v1/status")["watches"]
+    return min(int(w[field]) for w in watches.values())
+
+
+def test_with_the_api_server_down_the_agent_keeps_enforcing_and_catches_up_when_it_returns(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """A dedicated control plane (the session's stays untouched) whose API server is
+    stopped mid-run and started again on the same port and etcd."""
+    control_plane = ControlPlane(
+        crd_paths=sorted(CRD_DIR.glob("*.yaml")), work_dir=tmp_path / "controlplane"
+    )
+    control_plane.start()
+    try:
+        api = control_plane.api
+        namespace = create_namespace(api, prefix="apiserver-down")
+        with running_scenario(
+            topology, api, namespace, control_plane.kubeconfig, tmp_path,
+            agent_env={"ACNS_AGENT_KUBE_BACKOFF_MAX": "1"},
+        ) as scenario:  # fmt: skip
+            agent, backend, frontend = scenario.agent, scenario.backend, scenario.frontend
+            database = scenario.database
+            assert backend.dig("payments.example.test").addresses == ["192.0.2.10"]
+            held = backend.open_connection("192.0.2.10", 443)
+            relists = _watch_counts(agent, "relists")
+
+            # Only the API server goes; etcd keeps the objects. The handle is private
+            # because nothing but this test needs to restart one process of the pair.
+            apiserver = control_plane._apiserver
+            assert apiserver is not None
+            apiserver.stop()
+            wait_for(
+                "every watch to fail at least twice",
+                lambda: _watch_counts(agent, "failures") >= 2,
+            )
+            time.sleep(3)  # several reconnect attempts with the 1 s backoff cap
+            assert agent.process is not None
+            assert agent.process.poll() is None, "still running"
+            assert agent.get("/v1/status")["endpoints"] == 2, "the last state is kept"
+            assert held.is_alive()
+            assert backend.tcp_connect("192.0.2.10", 443)
+            assert not backend.tcp_connect("192.0.2.20", 443, timeout=1)
+            assert frontend.tcp_connect(backend.ip, 8080)
+            assert not frontend.tcp_connect(database.ip, 5432, timeout=1)
+            # DNS rules are still served to the proxy, and new answers still become
+            # enforcement: the mapping path does not need the API server.
+            assert backend.dig("www.other.test").rcode == "REFUSED"
+            assert backend.dig("short2.example.test").addresses == ["192.0.2.51"]
+            assert backend.tcp_connect("192.0.2.51", 443), "learned during the outage"
+            assert agent.proxy_acked()
+
+            apiserver.start()
+            wait_for(
+                "the API server to answer again",
+                lambda: _answers(api, "/readyz"),
+                timeout=60,
+            )
+            wait_for(
+                "every watch to list again",
+                lambda: _watch_counts(agent, "relists") > relists,
+                timeout=30,
+            )
+            # Changes made after the return are picked up: a deleted policy...
+            scenario.delete_policy("frontend-egress")
+            wait_for(
+                "the frontend's rules to go",
+                lambda: f"{namespace}/frontend" not in agent.get("/v1/endpoints"),
+            )
+            assert frontend.tcp_connect(database.ip, 5432)
+            # ... and a new one.
+            scenario.apply_policy(
+                "frontend-egress-again",
+                {
+                    "endpointSelector": {"matchLabels": {"app": "frontend"}},
+                    "egress": [{"toEndpoints": [{"matchLabels": {"app": "backend"}}]}],
+                },
+            )
+            wait_for(
+                "the frontend's new rules",
+                lambda: f"{namespace}/frontend" in agent.get("/v1/endpoints"),
+            )
+            scenario.settle()
+            assert not frontend.tcp_connect(database.ip, 5432, timeout=1)
+            assert frontend.tcp_connect(backend.ip, 8080)
+            assert held.is_alive()
+            assert agent.process.poll() is None
+    finally:
+        control_plane.stop()
