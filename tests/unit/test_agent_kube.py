@@ -101,6 +101,33 @@ async def test_a_failing_api_server_is_retried_with_backoff_and_nothing_is_repla
     assert replaced == [1, 1]
 
 
+async def test_a_callback_that_raises_does_not_kill_the_reflector() -> None:
+    replaced: list[int] = []
+    events: list[str] = []
+
+    async def on_replace(items: list[dict[str, Any]]) -> None:
+        replaced.append(len(items))
+
+    async def on_event(kind: str, obj: dict[str, Any]) -> None:
+        events.append(obj["metadata"]["name"])  # KeyError on a malformed object
+
+    client = FakeClient(
+        lists=[[pod("a")], [pod("a"), pod("b")]],
+        watches=[("ADDED", {"no": "metadata"}), ("ADDED", pod("c"))],
+    )
+    reflector = Reflector(
+        client,  # type: ignore[arg-type]
+        "/api/v1/pods",
+        on_replace=on_replace,
+        on_event=on_event,
+        backoff_max=0.05,
+    )
+    await run_until(reflector, lambda: events == ["c"])
+    assert reflector.failures == 1
+    assert replaced == [1, 2], "listed again after the failure"
+    assert events == ["c"], "events flow after the relist"
+
+
 def test_a_kubeconfig_with_embedded_certificates_is_read(tmp_path: Path) -> None:
     import base64
 

@@ -4,8 +4,9 @@
 or the in-cluster service-account token. :class:`Reflector` keeps one resource in
 sync like client-go's reflector: list (paginated), then watch from the list's
 ``resourceVersion`` with bookmarks; on ``410 Gone`` (or any other failure) it lists
-again, with exponential backoff. While the API server is unreachable nothing is
-removed: consumers keep their last state.
+again, with exponential backoff; so does any other error, a callback's included (a
+reflector never dies). While the API server is unreachable nothing is removed:
+consumers keep their last state.
 
 The agent watches Pods of *every* node, because peers selected by ``toEndpoints`` can
 live anywhere (Cilium's ipcache does the same). The API server cannot project fields,
@@ -164,7 +165,12 @@ class KubeClient:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
-        async with self._session.get(self.config.server + path, params=params) as response:
+        # The server ends the watch after timeout_seconds; a peer that vanished without
+        # closing the connection (a partition) must not hang the watch forever.
+        limit = aiohttp.ClientTimeout(total=timeout_seconds + self._timeout, connect=self._timeout)
+        async with self._session.get(
+            self.config.server + path, params=params, timeout=limit
+        ) as response:
             if response.status == 410:
                 raise GoneError(f"watch {path}: 410 Gone")
             if response.status != 200:
@@ -239,10 +245,17 @@ class Reflector:
             except GoneError:
                 log.info("%s: resource version expired, listing again", self.name)
                 continue
-            except (aiohttp.ClientError, UpstreamError, OSError, ValueError) as exc:
+            except Exception as exc:  # a dead reflector would stop watching for good
                 self.failures += 1
+                expected = isinstance(
+                    exc, aiohttp.ClientError | UpstreamError | OSError | ValueError
+                )
                 log.warning(
-                    "%s: %s; retrying in %.1fs (keeping the last state)", self.name, exc, delay
+                    "%s: %s; retrying in %.1fs (keeping the last state)",
+                    self.name,
+                    exc,
+                    delay,
+                    exc_info=not expected,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
