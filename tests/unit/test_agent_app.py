@@ -111,6 +111,26 @@ async def test_a_blocked_policy_replacing_an_admitted_one_stops_being_enforced(
     assert agent.hub.revision == 1, "no DNS rules changed: no new snapshot"
 
 
+async def test_a_relist_drops_what_was_deleted_while_the_watch_was_down(agent: Agent) -> None:
+    blocked = policy(
+        "match-all",
+        {
+            "endpointSelector": {"matchLabels": {"app": "frontend"}},
+            "egress": [{"toFQDNs": [{"matchPattern": "*"}]}],
+        },
+    )
+    await agent._policy_event("ADDED", blocked)
+    assert "CiliumNetworkPolicy/shop/match-all" in agent.blocked_policies
+    # Both policies and the peer pod went away while the API server was unreachable.
+    await agent._replace_policies([])
+    await agent._replace_pods([pod("frontend", {"app": "frontend"}, "10.244.1.10")])
+    agent.recompile(agent._pending)
+    assert agent.blocked_policies == {}
+    assert agent.compiler.policy_keys() == []
+    assert set(agent.compiler.pods) == {"shop/frontend"}
+    assert backend_of(agent).programs == {}
+
+
 async def test_a_deleted_local_pod_loses_its_program_and_its_cache(agent: Agent) -> None:
     agent.store.record("10.244.1.10", "payments.example.test.", ["192.0.2.10"], 60)
     await agent._pod_event("DELETED", pod("frontend", {"app": "frontend"}, "10.244.1.10"))

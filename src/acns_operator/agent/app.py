@@ -22,7 +22,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -68,6 +68,11 @@ def pod_from_object(obj: dict[str, Any]) -> Pod | None:
         node=spec.get("nodeName") or None,
         host_ip=status.get("hostIP") or None,
     )
+
+
+def policy_key(obj: dict[str, Any]) -> str:
+    """The compiler's key of a CiliumNetworkPolicy object."""
+    return f"CiliumNetworkPolicy/{object_key(obj)}"
 
 
 def service_from_object(obj: dict[str, Any]) -> Service:
@@ -228,12 +233,26 @@ class Agent:
             self._pending |= affected
             self._wake.set()
 
-    async def _replace_namespaces(self, items: list[dict[str, Any]]) -> None:
-        names = {object_key(o) for o in items}
-        for name in [n for n in self.compiler.namespaces if n not in names]:
-            self._mark(self.compiler.remove_namespace(name))
+    async def _replace(
+        self,
+        items: list[dict[str, Any]],
+        known: Iterable[str],
+        remove: Callable[[str], set[str]],
+        on_event: Callable[[str, dict[str, Any]], Awaitable[None]],
+        key_of: Callable[[dict[str, Any]], str] = object_key,
+    ) -> None:
+        """A (re)list: remove what the list no longer has, then apply every item."""
+        keys = {key_of(o) for o in items}
+        for key in [k for k in known if k not in keys]:
+            self._mark(remove(key))
         for obj in items:
-            await self._namespace_event("ADDED", obj)
+            await on_event("ADDED", obj)
+
+    async def _replace_namespaces(self, items: list[dict[str, Any]]) -> None:
+        compiler = self.compiler
+        await self._replace(
+            items, compiler.namespaces, compiler.remove_namespace, self._namespace_event
+        )
 
     async def _namespace_event(self, kind: str, obj: dict[str, Any]) -> None:
         name = object_key(obj)
@@ -244,11 +263,8 @@ class Agent:
             self._mark(self.compiler.set_namespace(name, labels))
 
     async def _replace_services(self, items: list[dict[str, Any]]) -> None:
-        keys = {object_key(o) for o in items}
-        for key in [k for k in self.compiler.services if k not in keys]:
-            self._mark(self.compiler.remove_service(key))
-        for obj in items:
-            await self._service_event("ADDED", obj)
+        compiler = self.compiler
+        await self._replace(items, compiler.services, compiler.remove_service, self._service_event)
 
     async def _service_event(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "DELETED":
@@ -257,11 +273,7 @@ class Agent:
             self._mark(self.compiler.set_service(service_from_object(obj)))
 
     async def _replace_pods(self, items: list[dict[str, Any]]) -> None:
-        keys = {object_key(o) for o in items}
-        for key in [k for k in self.compiler.pods if k not in keys]:
-            self._mark(self.compiler.remove_pod(key))
-        for obj in items:
-            await self._pod_event("ADDED", obj)
+        await self._replace(items, self.compiler.pods, self.compiler.remove_pod, self._pod_event)
 
     async def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
         pod = pod_from_object(obj) if kind != "DELETED" else None
@@ -271,18 +283,19 @@ class Agent:
             self._mark(self.compiler.set_pod(pod))
 
     async def _replace_policies(self, items: list[dict[str, Any]]) -> None:
-        keys = {f"CiliumNetworkPolicy/{object_key(o)}" for o in items}
-        for key in [k for k in self._policy_keys() if k not in keys]:
-            self._mark(self.compiler.remove_policy(key))
-        for obj in items:
-            await self._policy_event("ADDED", obj)
-
-    def _policy_keys(self) -> list[str]:
-        return self.compiler.policy_keys()
+        keys = {policy_key(o) for o in items}
+        for key in [k for k in self.blocked_policies if k not in keys]:
+            del self.blocked_policies[key]  # deleted while the watch was down
+        await self._replace(
+            items,
+            self.compiler.policy_keys(),
+            self.compiler.remove_policy,
+            self._policy_event,
+            policy_key,
+        )
 
     async def _policy_event(self, kind: str, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        key = f"CiliumNetworkPolicy/{meta.get('namespace', '')}/{meta.get('name', '')}"
+        key = policy_key(obj)
         if kind == "DELETED":
             self.blocked_policies.pop(key, None)
             self._mark(self.compiler.remove_policy(key))

@@ -109,6 +109,15 @@ def load_kubeconfig(path: str | None) -> KubeConfig:
     return KubeConfig(str(cluster["server"]).rstrip("/"), ssl_context, token, temp)
 
 
+async def _check(response: aiohttp.ClientResponse, what: str) -> None:
+    """Raise :class:`GoneError` on 410 and :class:`UpstreamError` on any other non-200."""
+    if response.status == 410:
+        raise GoneError(f"{what}: 410 Gone")
+    if response.status != 200:
+        text = await response.text()
+        raise UpstreamError(f"{what}: HTTP {response.status}: {text[:200]}")
+
+
 class KubeClient:
     """GET lists and streaming watches against the API server."""
 
@@ -138,11 +147,7 @@ class KubeClient:
                 params=params,
                 timeout=aiohttp.ClientTimeout(total=self._timeout * 4),
             ) as response:
-                if response.status == 410:
-                    raise GoneError(f"list {path}: 410 Gone")
-                if response.status != 200:
-                    text = await response.text()
-                    raise UpstreamError(f"list {path}: HTTP {response.status}: {text[:200]}")
+                await _check(response, f"list {path}")
                 body = await response.json()
             items.extend(body.get("items") or [])
             version = body.get("metadata", {}).get("resourceVersion", "")
@@ -171,11 +176,7 @@ class KubeClient:
         async with self._session.get(
             self.config.server + path, params=params, timeout=limit
         ) as response:
-            if response.status == 410:
-                raise GoneError(f"watch {path}: 410 Gone")
-            if response.status != 200:
-                text = await response.text()
-                raise UpstreamError(f"watch {path}: HTTP {response.status}: {text[:200]}")
+            await _check(response, f"watch {path}")
             async for line in response.content:
                 if not line.strip():
                     continue
