@@ -296,6 +296,9 @@ def test_the_seed_scenario_allows_exactly_the_resolved_names_peers_and_ports(
     assert not backend.tcp_connect("192.0.2.10", 80, timeout=1), "another port of an allowed name"
     assert not backend.tcp_connect("192.0.2.20", 443, timeout=1), "an address never resolved"
     assert backend.dig("www.other.test").rcode == "REFUSED"
+    # DNS over TCP is redirected to the proxy too.
+    assert backend.dig("payments.example.test", tcp=True).addresses == ["192.0.2.10"]
+    assert backend.dig("www.other.test", tcp=True).rcode == "REFUSED"
 
     listing = scenario.agent.cli("fqdn", "cache", "list", "--endpoint", backend.ip, "-o", "json")
     assert listing.returncode == 0, listing.stderr
