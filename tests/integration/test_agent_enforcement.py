@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 
-from acns_operator.errors import HarnessError
 from acns_operator.local.controlplane import ControlPlane
 from acns_operator.local.dnsserver import default_test_zone
 from acns_operator.local.kube import (
@@ -411,13 +410,6 @@ def test_a_real_prometheus_scrapes_the_agents_metrics(scenario: Scenario, tmp_pa
     assert selectors >= 3, "payments, short and short2"
 
 
-def _answers(api: ApiClient, path: str) -> bool:
-    try:
-        return api.request("GET", path).ok
-    except HarnessError:  # connection refused while it starts
-        return False
-
-
 def _watch_counts(agent: AgentProcess, field: str) -> int:
     watches = agent.get("/v1/status")["watches"]
     return min(int(w[field]) for w in watches.values())
@@ -445,11 +437,8 @@ def test_with_the_api_server_down_the_agent_keeps_enforcing_and_catches_up_when_
             held = backend.open_connection("192.0.2.10", 443)
             relists = _watch_counts(agent, "relists")
 
-            # Only the API server goes; etcd keeps the objects. The handle is private
-            # because nothing but this test needs to restart one process of the pair.
-            apiserver = control_plane._apiserver
-            assert apiserver is not None
-            apiserver.stop()
+            # Only the API server goes; etcd keeps the objects.
+            control_plane.stop_apiserver()
             wait_for(
                 "every watch to fail at least twice",
                 lambda: _watch_counts(agent, "failures") >= 2,
@@ -470,12 +459,7 @@ def test_with_the_api_server_down_the_agent_keeps_enforcing_and_catches_up_when_
             assert backend.tcp_connect("192.0.2.51", 443), "learned during the outage"
             assert agent.proxy_acked()
 
-            apiserver.start()
-            wait_for(
-                "the API server to answer again",
-                lambda: _answers(api, "/readyz"),
-                timeout=60,
-            )
+            control_plane.start_apiserver()
             wait_for(
                 "every watch to list again",
                 lambda: _watch_counts(agent, "relists") > relists,

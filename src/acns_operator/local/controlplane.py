@@ -553,6 +553,34 @@ class ControlPlane:
 
     # -- boot steps --
 
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver only, keeping etcd and every stored object.
+
+        For outage tests: clients see connection errors until
+        :meth:`start_apiserver` brings it back on the same address.
+        """
+        if self._apiserver is None:
+            raise HarnessError("kube-apiserver is not running: start() the control plane first")
+        self._apiserver.stop()
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again after :meth:`stop_apiserver`, on the same port.
+
+        Returns when ``/readyz`` answers; clients keep their kubeconfig.
+        """
+        if self._apiserver is None:
+            raise HarnessError("kube-apiserver was never started: start() the control plane")
+        if self._apiserver.exit_code() is None:
+            return  # still running: nothing to do
+        self._apiserver.start()
+        _wait_for(
+            "kube-apiserver /readyz after a restart",
+            functools.partial(_api_ok, self.api, "/readyz"),
+            timeout=self.ready_timeout,
+            processes=[self._apiserver],
+            details=functools.partial(_readyz_details, self.api),
+        )
+
     def _require_ca(self) -> CertificateAuthority:
         if self._ca is None:
             raise HarnessError("the control plane is not started")
