@@ -15,8 +15,10 @@ from acns_operator.operator.judgement import Judgement
 
 AdmissionVerdict = Literal["admitted", "warned", "denied"]
 
-# The HTTP code the denial carries; kubectl shows it as "Error from server (Forbidden)",
-# the convention of policy webhooks (Gatekeeper, Kyverno).
+# The HTTP code the denial carries (the convention of policy webhooks such as
+# Gatekeeper and Kyverno). kubectl prints "Error from server: admission webhook ...
+# denied the request: ..." without "(Forbidden)", because the apiserver passes on no
+# `reason` and kopf's AdmissionError cannot set one; API clients do see the 403.
 DENIAL_CODE = 403
 
 
