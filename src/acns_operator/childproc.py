@@ -11,8 +11,39 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
-__all__ = ["log_tail", "start_logged", "terminate"]
+__all__ = ["Supervised", "log_tail", "start_logged", "terminate"]
+
+
+class Supervised:
+    """Something with ``start()`` and ``stop()`` that is used as a context manager.
+
+    ``with X(...) as x:`` starts it and stops it whatever happens in the block.
+    """
+
+    def start(self) -> None:
+        """Start; subclasses implement it."""
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        """Stop; safe to call twice. Subclasses implement it (and may return a status)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        """Start, and return self."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop, whatever happened in the block."""
+        self.stop()
 
 
 def start_logged(

@@ -47,8 +47,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import yaml
 
@@ -319,7 +318,7 @@ class _ProcessExitedError(HarnessError):
         return "address already in use" in self.process.log_tail(200)
 
 
-class ControlPlane:
+class ControlPlane(childproc.Supervised):
     """etcd + kube-apiserver on loopback, with an admin identity and minted users.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop` (in a ``finally``).
@@ -360,20 +359,6 @@ class ControlPlane:
         self.crd_names: list[str] = []
 
     # -- lifecycle --
-
-    def __enter__(self) -> Self:
-        """Start, and return self."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop, whatever happened in the block."""
-        self.stop()
 
     def start(self) -> None:
         """Boot etcd and kube-apiserver, write the admin kubeconfig, install the CRDs.

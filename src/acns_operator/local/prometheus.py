@@ -18,15 +18,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from acns_operator import childproc
 from acns_operator.errors import HarnessError
 from acns_operator.local.controlplane import free_port
 
 
-class PrometheusServer:
+class PrometheusServer(childproc.Supervised):
     """``prometheus`` scraping ``targets`` (job name → ``host:port``) every second."""
 
     def __init__(
@@ -38,20 +37,6 @@ class PrometheusServer:
         self.binary = binary
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Self:
-        """Start, and return self."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop, whatever happened in the block."""
-        self.stop()
 
     def start(self) -> None:
         """Write the configuration and start the server (its web API on a free port)."""

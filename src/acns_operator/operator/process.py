@@ -17,8 +17,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -39,7 +37,7 @@ def acns_command() -> list[str]:
     return [sys.executable, "-c", "from acns_operator.cli import main; main()"]
 
 
-class OperatorProcess:
+class OperatorProcess(childproc.Supervised):
     """One ``acns operator`` child process on loopback."""
 
     def __init__(
@@ -57,18 +55,6 @@ class OperatorProcess:
         self.log_path = log_path
         self.env = dict(env or {})
         self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def pid(self) -> int | None:
