@@ -297,3 +297,32 @@ def test_ports_and_protocols_are_expanded_like_cilium(
     ).compile("shop/frontend")
     assert rules is not None
     assert list(rules.allow[0].ports) == expected
+
+
+def test_parts_the_agent_does_not_enforce_allow_nothing_and_deny_nothing() -> None:
+    # Warned at admission (acns.not-enforced.*): an allow fails closed, never open.
+    compiler = seed_compiler(
+        [
+            policy(
+                "unenforced",
+                {
+                    "endpointSelector": {"matchLabels": {"app": "frontend"}},
+                    "egress": [
+                        {"toNodes": [{"matchLabels": {"role": "infra"}}]},
+                        {
+                            "toCIDR": ["192.0.2.0/24"],
+                            "toPorts": [{"ports": [{"port": "http", "protocol": "TCP"}]}],
+                        },
+                        {"toCIDRSet": [{"cidrGroupRef": "partners"}]},
+                    ],
+                    "egressDeny": [{"toGroups": [{"aws": {"securityGroupsIds": ["sg-1"]}}]}],
+                },
+            )
+        ]
+    )
+    frontend = compiler.compile("shop/frontend")
+    assert frontend is not None
+    assert frontend.enforced
+    assert frontend.allow == ()
+    assert frontend.deny == ()
+    assert frontend.notes

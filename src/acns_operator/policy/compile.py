@@ -658,6 +658,10 @@ class Compiler:
         dns: list[DNSAllow],
         notes: list[str],
     ) -> None:
+        if rule.icmps:
+            # Not enforced (warned at admission): fail closed, never all ports.
+            notes.append("icmps are not enforced")
+            return
         port_rules: list[PortRule | None] = list(rule.to_ports or []) or [None]
         if rule.to_fqdns is not None:
             selectors = tuple(_fqdn_selector(s.match_name, s.match_pattern) for s in rule.to_fqdns)
@@ -710,6 +714,9 @@ class Compiler:
         deny: list[PeerAllow],
         notes: list[str],
     ) -> None:
+        if rule.icmps:
+            notes.append("icmps are not enforced")  # warned at admission
+            return
         has_peer, prefixes, described, _ = self._peers(compiled, rule, notes)
         if not has_peer and rule.to_ports is None:
             return

@@ -3,7 +3,8 @@
 The operator's webhook and status writer, the agent (before it enforces anything) and
 ``acns lint`` all call this one function with the same settings, so they always agree.
 Findings come in this order: parsing (unknown fields, wrong types), upstream Cilium's
-own rules, the AKS profile, then the DNS-coverage warnings.
+own rules, the AKS profile, the DNS-coverage warnings, then the parts the agent
+does not enforce (:mod:`~acns_operator.policy.not_enforced`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from acns_operator.api.objects import CiliumClusterwideNetworkPolicy, CiliumNetw
 from acns_operator.api.parsing import parse_policy
 from acns_operator.policy.aks import aks_findings
 from acns_operator.policy.dns_coverage import dns_findings
+from acns_operator.policy.not_enforced import not_enforced_findings
 from acns_operator.policy.sanitize import cilium_findings
 from acns_operator.policy.verdict import Verdict
 from acns_operator.settings import PolicySettings
@@ -62,6 +64,7 @@ def _validate(obj: object, settings: PolicySettings) -> Verdict:
         *cilium_findings(policy),
         *aks_findings(policy, settings),
         *dns_findings(policy, settings),
+        *not_enforced_findings(policy),
     ]
     findings.extend(finding for finding in checks if not _about_pruned(finding, pruned))
     return Verdict(findings=_unique(findings), policy=policy)
