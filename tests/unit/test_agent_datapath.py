@@ -13,6 +13,7 @@ from acns_operator.agent.backends.nftables import (
 )
 from acns_operator.agent.clock import ManualClock
 from acns_operator.agent.datapath import (
+    ICMP,
     TCP,
     UDP,
     Datapath,
@@ -290,3 +291,65 @@ def test_a_restart_refills_adopted_sets_from_the_restored_store_and_removes_noth
     assert update.removed_elements == []
     assert (PAYMENTS, "192.0.2.11", clock.now() + 60) in update.elements
     assert set(backend.sets[PAYMENTS]) == {"192.0.2.10", "192.0.2.11", "192.0.2.99"}
+
+
+def icmp_program() -> EndpointProgram:
+    return EndpointProgram(
+        ip=BACKEND_EP,
+        enforced=True,
+        deny=(PeerRule(("192.0.2.66/32",), (PortRange(ICMP, 8, 8),), "deny ping"),),
+        allow=(
+            PeerRule(("192.0.2.10/32",), (PortRange(ICMP, 8, 8), PortRange(ICMP, 13, 13)), "a"),
+            PeerRule(("0.0.0.0/0",), (PortRange(ICMP, 0, 0),), "b"),
+        ),
+        fqdn=(FQDNRule((PAYMENTS,), (PortRange(ICMP, 8, 8),), "c"),),
+    )
+
+
+def test_icmp_types_are_allowed_and_denied_per_type_by_the_memory_backend() -> None:
+    clock, _, backend, datapath = setup()
+    datapath.set_programs({BACKEND_EP: icmp_program()})
+    now = clock.now()
+    assert backend.verdict(BACKEND_EP, "192.0.2.10", ICMP, 8, now).allowed
+    assert backend.verdict(BACKEND_EP, "192.0.2.10", ICMP, 13, now).allowed
+    assert not backend.verdict(BACKEND_EP, "192.0.2.10", ICMP, 3, now).allowed
+    assert not backend.verdict(BACKEND_EP, "192.0.2.10", TCP, 8, now).allowed
+    assert not backend.verdict(BACKEND_EP, "192.0.2.11", ICMP, 8, now).allowed
+    assert backend.verdict(BACKEND_EP, "198.51.100.1", ICMP, 0, now).allowed
+    denied = backend.verdict(BACKEND_EP, "192.0.2.66", ICMP, 8, now)
+    assert not denied.allowed
+    assert denied.source == "deny ping"
+
+
+def test_icmp_rules_render_as_icmp_type_matches_never_as_ports() -> None:
+    program = icmp_program()
+    update = DatapathUpdate(programs={BACKEND_EP: program}, new_selectors=[PAYMENTS])
+    batch = render_update(NftConfig(), update, 0.0, installed=set(), with_dns=set()).splitlines()
+    rules = [
+        line.removeprefix("add rule inet acns_agent ep_10_244_1_20 ")
+        for line in batch
+        if line.startswith("add rule inet acns_agent ep_10_244_1_20")
+    ]
+    assert rules == [
+        "ip daddr 192.0.2.66/32 meta l4proto icmp icmp type 8 drop",
+        "ct state established,related accept",
+        "meta l4proto icmp icmp type 0 accept",
+        "ip daddr 192.0.2.10/32 meta l4proto icmp icmp type { 8, 13 } accept",
+        f"ip daddr @{set_name(PAYMENTS)} meta l4proto icmp icmp type 8 accept",
+        f'drop comment "acns:fp={program.fingerprint()}"',
+    ]
+
+
+def test_a_rule_mixing_icmp_types_and_ports_renders_one_rule_for_each() -> None:
+    program = EndpointProgram(
+        ip=BACKEND_EP,
+        enforced=True,
+        allow=(PeerRule(("192.0.2.10/32",), (PortRange(ICMP, 0, 255), PortRange(TCP, 80, 80))),),
+    )
+    batch = render_update(
+        NftConfig(), DatapathUpdate(programs={BACKEND_EP: program}), 0.0,
+        installed=set(), with_dns=set(),
+    )  # fmt: skip
+    assert "ip daddr 192.0.2.10/32 meta l4proto icmp accept" in batch
+    assert "ip daddr 192.0.2.10/32 meta l4proto tcp th dport 80 accept" in batch
+    assert "th dport 0-255" not in batch

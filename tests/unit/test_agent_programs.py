@@ -5,12 +5,15 @@ from __future__ import annotations
 import ipaddress
 
 from acns_operator.agent.conntrack import parse_connections
-from acns_operator.agent.datapath import TCP, UDP, PortRange
+from acns_operator.agent.datapath import ICMP, TCP, UDP, PortRange
 from acns_operator.agent.programs import endpoint_id, to_endpoint_policy, to_program
 from acns_operator.policy.compile import (
     ClusterSnapshot,
     CompileOptions,
     EndpointRules,
+    PeerAllow,
+    Port,
+    RuleSource,
     compile_snapshot,
 )
 from tests.unit.test_compile import PODS, SEED, SERVICES
@@ -73,3 +76,16 @@ def test_conntrack_listings_give_the_original_direction_of_live_connections() ->
         ("10.244.1.11", "192.0.2.10"),
         ("10.244.1.12", "10.244.250.10"),
     }
+
+
+def test_compiled_icmp_types_become_icmp_ranges_in_the_program() -> None:
+    rules = EndpointRules(
+        pod="shop/frontend", namespace="shop", name="frontend", ip="10.244.1.10", enforced=True,
+        allow=(PeerAllow(("192.0.2.10/32",), (Port("ICMP", 8, 8),),
+                         RuleSource("CiliumNetworkPolicy", "shop", "ping", "spec.egress[0]"),
+                         "toCIDR 192.0.2.10/32"),),
+    )  # fmt: skip
+    program = to_program(rules)
+    assert program.allow[0].ports == (PortRange(ICMP, 8, 8),)
+    assert program.allow[0].matches("192.0.2.10", ICMP, 8)
+    assert not program.allow[0].matches("192.0.2.10", TCP, 8)

@@ -326,3 +326,57 @@ def test_parts_the_agent_does_not_enforce_allow_nothing_and_deny_nothing() -> No
     assert frontend.allow == ()
     assert frontend.deny == ()
     assert frontend.notes
+
+
+def test_ipv4_icmp_rules_compile_to_icmp_types_on_their_peers_only() -> None:
+    fields = [{"type": "EchoRequest"}, {"type": 8, "family": "IPv4"}, {"type": 13}]
+    compiler = seed_compiler(
+        [
+            policy(
+                "ping",
+                {
+                    "endpointSelector": {"matchLabels": {"app": "frontend"}},
+                    "egress": [
+                        {"toCIDR": ["192.0.2.10/32"], "icmps": [{"fields": fields}]},
+                        {"icmps": [{"fields": [{"type": "EchoReply"}]}]},
+                        {"toFQDNs": [{"matchName": "ping.example.test"}],
+                         "icmps": [{"fields": [{"type": 8}]}]},
+                    ],
+                    "egressDeny": [
+                        {"toCIDR": ["192.0.2.66/32"], "icmps": [{"fields": [{"type": 8}]}]}
+                    ],
+                },
+            )
+        ]
+    )  # fmt: skip
+    frontend = compiler.compile("shop/frontend")
+    assert frontend is not None
+    assert [(a.prefixes, a.ports) for a in frontend.allow] == [
+        (("192.0.2.10/32",), (Port("ICMP", 8, 8), Port("ICMP", 13, 13))),
+        (("0.0.0.0/0",), (Port("ICMP", 0, 0),)),
+    ]
+    assert [f.ports for f in frontend.fqdn] == [(Port("ICMP", 8, 8),)]
+    assert [(d.prefixes, d.ports) for d in frontend.deny] == [
+        (("192.0.2.66/32",), (Port("ICMP", 8, 8),))
+    ]
+    assert frontend.notes == ()
+
+
+def test_an_icmp_type_with_no_ipv4_code_allows_nothing_rather_than_every_port() -> None:
+    too_big = [{"type": "PacketTooBig"}]
+    compiler = seed_compiler(
+        [
+            policy(
+                "too-big",
+                {
+                    "endpointSelector": {"matchLabels": {"app": "frontend"}},
+                    "egress": [{"toCIDR": ["192.0.2.10/32"], "icmps": [{"fields": too_big}]}],
+                },
+            )
+        ]
+    )  # fmt: skip
+    frontend = compiler.compile("shop/frontend")
+    assert frontend is not None
+    assert frontend.enforced
+    assert frontend.allow == ()
+    assert frontend.notes == ("ICMP type 'PacketTooBig' (IPv4) is not enforced",)

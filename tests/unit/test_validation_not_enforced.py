@@ -108,11 +108,20 @@ def test_the_module_is_pure_and_sees_every_spec_of_a_policy() -> None:
     }
 
 
-def test_ipv4_icmp_types_are_warned_while_icmpv6_is_left_to_the_aks_error() -> None:
-    fields = [{"type": 8}, {"type": "EchoRequest", "family": "IPv6"}]
+def test_ipv4_icmp_types_are_enforced_and_only_names_without_an_ipv4_code_are_warned() -> None:
+    fields = [
+        {"type": 8},
+        {"type": "EchoReply", "family": "IPv4"},
+        {"type": "PacketTooBig"},
+        {"type": "EchoRequest", "family": "IPv6"},
+    ]
     rule = {"toCIDR": ["192.0.2.0/24"], "icmps": [{"fields": fields}]}
     verdict = validate(policy([rule]), PolicySettings())
     rules = {(f.rule, f.path) for f in verdict.findings}
-    assert ("acns.not-enforced.icmp", "spec.egress[0].icmps[0].fields[0]") in rules
-    assert ("aks.ipv6", "spec.egress[0].icmps[0].fields[1].family") in rules
-    assert not any(r == "acns.not-enforced.icmp" and p.endswith("[1]") for r, p in rules)
+    assert rules == {
+        ("acns.not-enforced.icmp", "spec.egress[0].icmps[0].fields[2].type"),
+        ("aks.ipv6", "spec.egress[0].icmps[0].fields[3].family"),
+    }
+    message = next(f.message for f in verdict.findings if f.rule == "acns.not-enforced.icmp")
+    assert "stays denied" in message
+    assert "EchoRequest" in message

@@ -31,16 +31,21 @@ from acns_operator.fqdn.matcher import FQDNSelector, Matcher, compile_selectors
 from acns_operator.fqdn.names import to_fqdn
 from acns_operator.fqdn.patterns import sanitize_pattern
 
+ICMP = 1
 TCP = 6
 UDP = 17
 SCTP = 132
-PROTOCOL_NAMES = {TCP: "tcp", UDP: "udp", SCTP: "sctp"}
+PROTOCOL_NAMES = {ICMP: "icmp", TCP: "tcp", UDP: "udp", SCTP: "sctp"}
 PROTOCOL_NUMBERS = {name: number for number, name in PROTOCOL_NAMES.items()}
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class PortRange:
-    """One protocol and an inclusive destination-port range (0-65535: every port)."""
+    """One protocol and an inclusive destination-port range (0-65535: every port).
+
+    For ICMP (IPv4) the "port" is the ICMP type: ``PortRange(ICMP, 8, 8)`` is an echo
+    request, and a packet is checked with ``protocol=ICMP, port=<its type>``.
+    """
 
     protocol: int
     first: int = 0
@@ -73,7 +78,7 @@ class PeerRule:
     source: str = ""
 
     def matches(self, destination: str, protocol: int, port: int) -> bool:
-        """Whether a packet to destination:port/protocol matches this rule."""
+        """Whether a packet to destination:port/protocol (ICMP: the type) matches."""
         if not ports_match(self.ports, protocol, port):
             return False
         address = ipaddress.ip_address(destination)

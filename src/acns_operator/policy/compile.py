@@ -7,7 +7,8 @@ For each local endpoint (a pod on this node with an address), :class:`Compiler` 
 * its L3/L4 allow rules: ``toEndpoints`` (Cilium label prefixes, the implicit
   namespace label, namespace labels), ``toCIDR``, ``toCIDRSet`` with ``except``,
   ``toEntities`` (:mod:`.entities`), each with its ports and protocols (``ANY`` =
-  TCP, UDP and SCTP); a rule with only ``toPorts`` allows those ports to anywhere; an
+  TCP, UDP and SCTP) or its IPv4 ``icmps`` types (protocol ``ICMP``, the type as the
+  port); a rule with only ``toPorts`` (or ``icmps``) allows those to anywhere; an
   empty rule ``{}`` allows nothing;
 * its deny rules (``egressDeny``), which win over everything;
 * its toFQDNs selectors with their ports;
@@ -36,10 +37,11 @@ from dataclasses import dataclass, field
 from acns_operator.api.objects import CiliumClusterwideNetworkPolicy, PolicyObject
 from acns_operator.api.peers import CIDRRule
 from acns_operator.api.ports import PortDenyRule, PortProtocol, PortRule
-from acns_operator.api.rules import EgressDenyRule, EgressRule, Rule
+from acns_operator.api.rules import EgressDenyRule, EgressRule, ICMPRule, Rule
 from acns_operator.api.selectors import EndpointSelector
 from acns_operator.fqdn.matcher import FQDNSelector
 from acns_operator.policy.entities import ANY_PREFIX, EntityContext, entity_prefixes, subtract
+from acns_operator.policy.icmp import icmpv4_type
 from acns_operator.policy.selectors import (
     NAMESPACE_LABEL,
     PodIndex,
@@ -50,6 +52,8 @@ from acns_operator.policy.selectors import (
 )
 
 ALL_PROTOCOLS = ("TCP", "UDP", "SCTP")
+ICMP_PROTOCOL = "ICMP"
+"""The protocol of compiled ICMP (IPv4) rules; their port range is the ICMP type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,10 @@ class Service:
 
 @dataclass(frozen=True, slots=True, order=True)
 class Port:
-    """A protocol (TCP, UDP, SCTP) and an inclusive port range (0-65535: all)."""
+    """A protocol (TCP, UDP, SCTP) and an inclusive port range (0-65535: all).
+
+    ``ICMP`` (IPv4) ranges hold ICMP types instead of ports: ``Port("ICMP", 8, 8)``.
+    """
 
     protocol: str
     first: int = 0
@@ -264,6 +271,23 @@ def _to_ports(
                 continue
             ports.append(Port(str(protocol), first, max(first, last)))
     return tuple(sorted(set(ports))), tuple(notes)
+
+
+def icmp_ports(icmps: Iterable[ICMPRule], notes: list[str]) -> tuple[Port, ...]:
+    """IPv4 ICMP types as ``Port("ICMP", type, type)``; notes on types left out.
+
+    ICMPv6 is blocked by the AKS profile; a name with no IPv4 code is warned at
+    admission (``acns.not-enforced.icmp``) and allows or denies nothing here.
+    """
+    ports: set[Port] = set()
+    for icmp in icmps:
+        for item in icmp.fields or []:
+            number = icmpv4_type(item)
+            if number is None:
+                notes.append(f"ICMP type {item.type!r} ({item.family or 'IPv4'}) is not enforced")
+                continue
+            ports.add(Port(ICMP_PROTOCOL, number, number))
+    return tuple(sorted(ports))
 
 
 def _cidr_set(rules: Iterable[CIDRRule], notes: list[str]) -> list[str]:
@@ -658,13 +682,14 @@ class Compiler:
         dns: list[DNSAllow],
         notes: list[str],
     ) -> None:
-        if rule.icmps:
-            # Not enforced (warned at admission): fail closed, never all ports.
-            notes.append("icmps are not enforced")
-            return
         port_rules: list[PortRule | None] = list(rule.to_ports or []) or [None]
+        icmp = icmp_ports(rule.icmps, notes) if rule.icmps else None
         if rule.to_fqdns is not None:
             selectors = tuple(_fqdn_selector(s.match_name, s.match_pattern) for s in rule.to_fqdns)
+            if icmp is not None:
+                if icmp:
+                    fqdn.append(FQDNAllow(selectors, icmp, source))
+                return
             for port_rule in port_rules:
                 ports, port_notes = to_ports(port_rule.ports if port_rule else None)
                 notes.extend(port_notes)
@@ -673,10 +698,15 @@ class Compiler:
                 fqdn.append(FQDNAllow(selectors, ports, source))
             return
         has_peer, prefixes, described, service_ips = self._peers(compiled, rule, notes)
-        if not has_peer and rule.to_ports is None:
+        if not has_peer and rule.to_ports is None and icmp is None:
             return  # an empty rule {} allows nothing (it only enables default deny)
         peer_text = " ".join(described) or "any destination"
         targets = _v4(prefixes) if has_peer else (ANY_PREFIX,)
+        if icmp is not None:
+            # icmps and toPorts exclude each other (validated): only these ICMP types.
+            if icmp and targets:
+                allow.append(PeerAllow(targets, icmp, source, peer_text))
+            return
         for port_rule in port_rules:
             ports, port_notes = to_ports(port_rule.ports if port_rule else None)
             notes.extend(port_notes)
@@ -714,13 +744,15 @@ class Compiler:
         deny: list[PeerAllow],
         notes: list[str],
     ) -> None:
-        if rule.icmps:
-            notes.append("icmps are not enforced")  # warned at admission
-            return
+        icmp = icmp_ports(rule.icmps, notes) if rule.icmps else None
         has_peer, prefixes, described, _ = self._peers(compiled, rule, notes)
-        if not has_peer and rule.to_ports is None:
+        if not has_peer and rule.to_ports is None and icmp is None:
             return
         targets = _v4(prefixes) if has_peer else (ANY_PREFIX,)
+        if icmp is not None:
+            if icmp and targets:
+                deny.append(PeerAllow(targets, icmp, source, " ".join(described) or "any"))
+            return
         deny_port_rules: list[PortDenyRule | None] = list(rule.to_ports or []) or [None]
         for port_rule in deny_port_rules:
             ports, port_notes = to_ports(port_rule.ports if port_rule else None)

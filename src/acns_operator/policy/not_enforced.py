@@ -18,6 +18,7 @@ from acns_operator.api.objects import PolicyObject
 from acns_operator.api.peers import CIDRRule
 from acns_operator.api.ports import PortDenyRule, PortRule
 from acns_operator.api.rules import EgressDenyRule, EgressRule, ICMPRule
+from acns_operator.policy.icmp import icmpv4_type
 
 __all__ = ["ENFORCED_PROTOCOLS", "NOT_ENFORCED_RULES", "not_enforced_findings"]
 
@@ -33,9 +34,6 @@ NOT_ENFORCED_RULES = (
     "acns.not-enforced.cidr-group",
 )
 """Every rule id this module may report."""
-
-_ICMP_ENFORCED = False
-# Whether the agent enforces IPv4 ICMP types (ICMPv6 is an AKS error already).
 
 
 def not_enforced_findings(policy: PolicyObject) -> Iterator[Finding]:
@@ -120,16 +118,17 @@ def _cidr_groups(path: str, rules: list[CIDRRule] | None, denies: bool) -> Itera
 
 
 def _icmps(path: str, icmps: list[ICMPRule] | None, denies: bool) -> Iterator[Finding]:
-    if _ICMP_ENFORCED:
-        return
+    # IPv4 types are enforced; ICMPv6 is an AKS error already (aks.ipv6). What is left:
+    # names the CRD admits that have no IPv4 code (IPv6-only names, upstream's typo).
     for index, icmp in enumerate(icmps or []):
         for position, field in enumerate(icmp.fields or []):
-            if field.family == "IPv6":
-                continue  # an AKS error already (aks.ipv6)
+            if field.family == "IPv6" or icmpv4_type(field) is not None:
+                continue
             yield Finding(
                 WARNING,
-                f"{path}.icmps[{index}].fields[{position}]",
-                _outcome(denies, "ICMP rules")
-                + "; there is no other way to allow ICMP with this agent",
+                f"{path}.icmps[{index}].fields[{position}].type",
+                _outcome(denies, f"ICMP type {field.type!r}, which has no IPv4 code")
+                + "; write the IPv4 type number or one of Cilium's IPv4 names "
+                "(e.g. EchoRequest, EchoReply, DestinationUnreachable)",
                 "acns.not-enforced.icmp",
             )

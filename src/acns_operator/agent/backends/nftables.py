@@ -45,6 +45,7 @@ from typing import Any
 from acns_operator.agent.backends.libnft import LibNftables, NftablesError, open_nftables
 from acns_operator.agent.backends.nlset import SetElementWriter
 from acns_operator.agent.datapath import (
+    ICMP,
     PROTOCOL_NAMES,
     DatapathUpdate,
     EndpointProgram,
@@ -116,8 +117,28 @@ def _span(port: PortRange) -> str:
     return str(port.first) if port.first == port.last else f"{port.first}-{port.last}"
 
 
+def _port_matches(ports: tuple[PortRange, ...]) -> list[str]:
+    """The port parts of a rule: one rule each (ICMP types cannot share a rule with
+    ports; the compiler never mixes them, but a mix must still render correctly)."""
+    icmp = tuple(port for port in ports if port.protocol == ICMP)
+    if not icmp:
+        return [_port_match(ports)]
+    rest = tuple(port for port in ports if port.protocol != ICMP)
+    return [_icmp_match(icmp)] + ([_port_match(rest)] if rest else [])
+
+
+def _icmp_match(types: tuple[PortRange, ...]) -> str:
+    """``meta l4proto icmp icmp type 8`` (or a set of types): IPv4 ICMP only."""
+    values = sorted({t for port in types for t in range(port.first, min(port.last, 255) + 1)})
+    if len(values) == 256:
+        return " meta l4proto icmp"
+    if len(values) == 1:
+        return f" meta l4proto icmp icmp type {values[0]}"
+    return f" meta l4proto icmp icmp type {{ {', '.join(str(v) for v in values)} }}"
+
+
 def _port_match(ports: tuple[PortRange, ...]) -> str:
-    """The port part of a rule, as plain as possible.
+    """The port part of a rule, as plain as possible (no ICMP: see :func:`_port_matches`).
 
     Anonymous sets cost libnftables far more to evaluate than plain matches (tens of
     thousands of rules are installed at start), so one protocol gets ``meta l4proto
@@ -170,11 +191,11 @@ def merge_peer_rules(rules: Iterable[PeerRule]) -> list[PeerRule]:
     ]
 
 
-def _peer_rule(rule: PeerRule, verdict: str) -> str | None:
+def _peer_rules(rule: PeerRule, verdict: str) -> list[str]:
     daddr = _daddr_match(rule.prefixes)
     if daddr is None:
-        return None
-    return f"{daddr}{_port_match(rule.ports)} {verdict}".strip()
+        return []
+    return [f"{daddr}{match} {verdict}".strip() for match in _port_matches(rule.ports)]
 
 
 def render_program(config: NftConfig, program: EndpointProgram, *, existed: bool) -> list[str]:
@@ -187,19 +208,16 @@ def render_program(config: NftConfig, program: EndpointProgram, *, existed: bool
         lines.append(f"flush chain {table} {chain}")
     rules: list[str] = []
     for rule in merge_peer_rules(program.deny):
-        text = _peer_rule(rule, "drop")
-        if text:
-            rules.append(text)
+        rules.extend(_peer_rules(rule, "drop"))
     rules.append("ct state established,related accept")
     for rule in merge_peer_rules(program.allow):
-        text = _peer_rule(rule, "accept")
-        if text:
-            rules.append(text)
+        rules.extend(_peer_rules(rule, "accept"))
     fqdn_rules = {
         (key, tuple(_merge_ports(fqdn.ports))) for fqdn in program.fqdn for key in fqdn.selectors
     }
     for key, ports in sorted(fqdn_rules):
-        rules.append(f"ip daddr @{set_name(key)}{_port_match(ports)} accept")
+        for match in _port_matches(ports):
+            rules.append(f"ip daddr @{set_name(key)}{match} accept")
     final = config.deny_action if program.enforced else "accept"
     rules.append(f'{final} comment "{FINGERPRINT_PREFIX}{program.fingerprint()}"')
     lines.extend(f"add rule {table} {chain} {rule}" for rule in rules)
@@ -212,8 +230,7 @@ def render_program(config: NftConfig, program: EndpointProgram, *, existed: bool
             lines.append(f"flush chain {table} {dns_chain}")
         mark = f"meta mark set {config.mark:#x} notrack"
         for rule in merge_peer_rules(program.dns_redirect):
-            text = _peer_rule(rule, mark)
-            if text:
+            for text in _peer_rules(rule, mark):
                 lines.append(f"add rule {table} {dns_chain} {text}")
         lines.append(f"add element {table} dns_endpoints {{ {program.ip} : jump {dns_chain} }}")
     return lines
