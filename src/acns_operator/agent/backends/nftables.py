@@ -14,7 +14,8 @@ Layout (family ``inet``; everything the agent installs lives in this one table):
       chain egress_input    input, filter       redirected DNS accepted, then the same
       chain ep_<ip>      deny rules; established,related accept; L3/L4 allows;
                          toFQDNs selector sets (+ ports); final verdict with the
-                         program fingerprint as comment
+                         program fingerprint as comment. ICMP rules match
+                         ``meta l4proto icmp icmp type {...}`` instead of ports.
 
 DNS redirect: TPROXY at mangle priority runs before a kube-proxy style DNAT, and the
 redirected packets are not tracked, so no DNAT rewrites them and the proxy sees the
