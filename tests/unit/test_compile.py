@@ -314,6 +314,7 @@ def test_parts_the_agent_does_not_enforce_allow_nothing_and_deny_nothing() -> No
                             "toPorts": [{"ports": [{"port": "http", "protocol": "TCP"}]}],
                         },
                         {"toCIDRSet": [{"cidrGroupRef": "partners"}]},
+                        {"toCIDR": ["192.0.2.0/24"], "authentication": {"mode": "required"}},
                     ],
                     "egressDeny": [{"toGroups": [{"aws": {"securityGroupsIds": ["sg-1"]}}]}],
                 },

@@ -82,7 +82,18 @@ def test_a_deny_rule_the_agent_cannot_enforce_says_it_denies_nothing(
 
 
 def test_every_rule_id_is_exercised_and_stable() -> None:
-    assert {case[1] for case in CASES} | {"acns.not-enforced.icmp"} == set(NOT_ENFORCED_RULES)
+    others = {"acns.not-enforced.icmp", "acns.not-enforced.authentication"}
+    assert {case[1] for case in CASES} | others == set(NOT_ENFORCED_RULES)
+
+
+def test_required_mutual_authentication_is_warned_and_the_rule_allows_nothing() -> None:
+    rule = {"toCIDR": ["192.0.2.0/24"], "authentication": {"mode": "required"}}
+    found = warnings(policy([rule]))
+    path = "spec.egress[0].authentication.mode"
+    assert list(found) == [("acns.not-enforced.authentication", path)]
+    assert "allows nothing" in found[("acns.not-enforced.authentication", path)]
+    disabled = {"toCIDR": ["192.0.2.0/24"], "authentication": {"mode": "disabled"}}
+    assert warnings(policy([disabled])) == {}
 
 
 def test_enforced_features_get_no_such_warning() -> None:

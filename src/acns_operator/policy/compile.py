@@ -682,6 +682,10 @@ class Compiler:
         dns: list[DNSAllow],
         notes: list[str],
     ) -> None:
+        if rule.authentication is not None and rule.authentication.mode not in (None, "disabled"):
+            # Mutual authentication cannot be done here (warned at admission): fail closed.
+            notes.append(f"authentication mode {rule.authentication.mode} is not enforced")
+            return
         port_rules: list[PortRule | None] = list(rule.to_ports or []) or [None]
         icmp = icmp_ports(rule.icmps, notes) if rule.icmps else None
         if rule.to_fqdns is not None:

@@ -32,6 +32,7 @@ NOT_ENFORCED_RULES = (
     "acns.not-enforced.to-nodes",
     "acns.not-enforced.to-groups",
     "acns.not-enforced.cidr-group",
+    "acns.not-enforced.authentication",
 )
 """Every rule id this module may report."""
 
@@ -76,6 +77,16 @@ def _item(path: str, rule: EgressRule | EgressDenyRule, *, denies: bool) -> Iter
             "acns.not-enforced.to-groups",
         )
     yield from _cidr_groups(path, rule.to_cidr_set, denies)
+    authentication = getattr(rule, "authentication", None)
+    if authentication is not None and authentication.mode not in (None, "disabled"):
+        yield Finding(
+            WARNING,
+            f"{path}.authentication.mode",
+            _outcome(False, f"mutual authentication (mode {authentication.mode})")
+            + "; this whole rule allows nothing. Remove authentication (or set mode: "
+            "disabled) to allow the traffic without it",
+            "acns.not-enforced.authentication",
+        )
     yield from _icmps(path, rule.icmps, denies)
     port_rules: Sequence[PortRule | PortDenyRule] = rule.to_ports or []
     for index, port_rule in enumerate(port_rules):
