@@ -82,7 +82,11 @@ def test_a_deny_rule_the_agent_cannot_enforce_says_it_denies_nothing(
 
 
 def test_every_rule_id_is_exercised_and_stable() -> None:
-    others = {"acns.not-enforced.icmp", "acns.not-enforced.authentication"}
+    others = {
+        "acns.not-enforced.icmp",
+        "acns.not-enforced.authentication",
+        "acns.not-enforced.ingress",
+    }
     assert {case[1] for case in CASES} | others == set(NOT_ENFORCED_RULES)
 
 
@@ -136,3 +140,20 @@ def test_ipv4_icmp_types_are_enforced_and_only_names_without_an_ipv4_code_are_wa
     message = next(f.message for f in verdict.findings if f.rule == "acns.not-enforced.icmp")
     assert "stays denied" in message
     assert "EchoRequest" in message
+
+
+def test_ingress_rules_are_warned_once_per_section_because_only_egress_is_enforced() -> None:
+    doc = policy([{"toEntities": ["world"]}])
+    doc["spec"]["ingress"] = [{"fromEndpoints": [{}]}, {"fromCIDR": ["192.0.2.0/24"]}]
+    doc["spec"]["ingressDeny"] = [{"fromEntities": ["world"]}]
+    found = warnings(doc)
+    assert list(found) == [
+        ("acns.not-enforced.ingress", "spec.ingress"),
+        ("acns.not-enforced.ingress", "spec.ingressDeny"),
+    ]
+    assert "not enforced" in found[("acns.not-enforced.ingress", "spec.ingress")]
+    assert "NetworkPolicy" in found[("acns.not-enforced.ingress", "spec.ingress")]
+
+
+def test_an_egress_only_policy_gets_no_ingress_warning() -> None:
+    assert warnings(policy([{"toEntities": ["world"]}])) == {}

@@ -26,6 +26,7 @@ ENFORCED_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP", "ANY"})
 """The ``toPorts`` protocols the agent enforces (``ANY``: TCP, UDP and SCTP)."""
 
 NOT_ENFORCED_RULES = (
+    "acns.not-enforced.ingress",
     "acns.not-enforced.icmp",
     "acns.not-enforced.named-port",
     "acns.not-enforced.protocol",
@@ -40,6 +41,17 @@ NOT_ENFORCED_RULES = (
 def not_enforced_findings(policy: PolicyObject) -> Iterator[Finding]:
     """Yield a warning for every admitted field of ``policy`` the agent does not enforce."""
     for path, rule in policy.rules:
+        for section, items in (("ingress", rule.ingress), ("ingressDeny", rule.ingress_deny)):
+            if items:
+                yield Finding(
+                    WARNING,
+                    f"{path}.{section}",
+                    f"the agent filters pods' egress only: {section} rules are stored but not "
+                    "enforced, so this policy does not restrict traffic INTO the selected "
+                    "pods; enforce ingress with a Kubernetes NetworkPolicy or your CNI's "
+                    "policy engine",
+                    "acns.not-enforced.ingress",
+                )
         for index, egress in enumerate(rule.egress or []):
             yield from _item(f"{path}.egress[{index}]", egress, denies=False)
         for index, egress_deny in enumerate(rule.egress_deny or []):
