@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from acns_operator.api.objects import CiliumClusterwideNetworkPolicy, PolicyObject
@@ -288,6 +288,23 @@ def icmp_ports(icmps: Iterable[ICMPRule], notes: list[str]) -> tuple[Port, ...]:
                 continue
             ports.add(Port(ICMP_PROTOCOL, number, number))
     return tuple(sorted(ports))
+
+
+def _usable_ports(
+    port_rules: Iterable[PortRule | None], notes: list[str]
+) -> Iterator[tuple[PortRule | None, tuple[Port, ...]]]:
+    """Each toPorts entry (None: no toPorts, any port) with its enforceable ports.
+
+    An entry that lists ports of which none can be enforced (e.g. only named ports) is
+    left out, so it allows nothing (fails closed) instead of every port; why goes to
+    ``notes``.
+    """
+    for port_rule in port_rules:
+        ports, port_notes = to_ports(port_rule.ports if port_rule else None)
+        notes.extend(port_notes)
+        if port_rule is not None and port_rule.ports and not ports:
+            continue
+        yield port_rule, ports
 
 
 def _cidr_set(rules: Iterable[CIDRRule], notes: list[str]) -> list[str]:
@@ -694,11 +711,7 @@ class Compiler:
                 if icmp:
                     fqdn.append(FQDNAllow(selectors, icmp, source))
                 return
-            for port_rule in port_rules:
-                ports, port_notes = to_ports(port_rule.ports if port_rule else None)
-                notes.extend(port_notes)
-                if port_rule is not None and port_rule.ports and not ports:
-                    continue
+            for _, ports in _usable_ports(port_rules, notes):
                 fqdn.append(FQDNAllow(selectors, ports, source))
             return
         has_peer, prefixes, described, service_ips = self._peers(compiled, rule, notes)
@@ -711,11 +724,7 @@ class Compiler:
             if icmp and targets:
                 allow.append(PeerAllow(targets, icmp, source, peer_text))
             return
-        for port_rule in port_rules:
-            ports, port_notes = to_ports(port_rule.ports if port_rule else None)
-            notes.extend(port_notes)
-            if port_rule is not None and port_rule.ports and not ports:
-                continue
+        for port_rule, ports in _usable_ports(port_rules, notes):
             l7 = port_rule.rules if port_rule is not None else None
             if l7 is not None and l7.dns is not None:
                 servers = _v4([*prefixes, *(f"{ip}/32" for ip in service_ips)])
